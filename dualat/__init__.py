@@ -1,0 +1,21 @@
+"""dualat: Joint Discriminative-Generative Modeling via Dual Adversarial Training (Dual-AT).
+
+Importing the package is cheap and does no I/O; submodules load on first use:
+`dualat.config`, `dualat.data`, `dualat.models`, `dualat.attacks`, `dualat.sampling`,
+`dualat.losses`, `dualat.train`, `dualat.metrics`, `dualat.checkpoint`.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "losses", "metrics", "models",
+    "pipeline", "records", "reports", "sampling", "train",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'dualat' has no attribute {name!r}")

@@ -1,0 +1,362 @@
+"""Typed, frozen configuration loaded from `params.yaml`.
+
+`params.yaml` is the single source of truth. Its layout is
+
+    profile: quick            # which profile the pipeline runs
+    data_root: ""             # "" -> $DUALAT_DATA, else data/raw
+    <profile>:                # paper | quick, both with the same keys
+      <dataset>:              # cifar10 | cifar100 | rin
+        data: ...             # one section per pipeline stage
+        model: ...
+        stage1: ...
+        ...
+
+`load(path, dataset=..., profile=...)` returns a `Config`; every section is a frozen dataclass.
+An unknown key, a missing key or an impossible value stops with a `ConfigError` that names the
+dotted key and the value, e.g. ``stage2.sampler.step_size must be > 0, got -0.1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("paper", "quick")
+DATASETS = ("cifar10", "cifar100", "rin")
+METHODS = ("standard_at", "ratio", "dualat")
+
+
+class ConfigError(ValueError):
+    """A key or value of params.yaml is wrong; the message names it."""
+
+
+# --- value checks, attached to fields as metadata ------------------------------------------------
+
+
+def _check(pred: Callable[[Any], bool], text: str) -> dict:
+    return {"check": (pred, text)}
+
+
+def positive() -> dict:
+    return _check(lambda v: v > 0, "must be > 0")
+
+
+def nonneg() -> dict:
+    return _check(lambda v: v >= 0, "must be >= 0")
+
+
+def unit() -> dict:
+    return _check(lambda v: 0 <= v <= 1, "must be in [0, 1]")
+
+
+def one_of(*allowed: str) -> dict:
+    return _check(lambda v: v in allowed, f"must be one of {', '.join(allowed)}")
+
+
+def all_positive() -> dict:
+    return _check(lambda v: all(x > 0 for x in v), "must hold only values > 0")
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = field(metadata=one_of(*DATASETS))
+    num_classes: int = field(metadata=positive())
+    image_size: int = field(metadata=positive())
+    ood: str = field(metadata=one_of("tiny_images", "tinyimagenet32", "imagenet_od", "noise"))
+    n_train: int = field(metadata=nonneg())  # 0 = the whole training set
+    n_test: int = field(metadata=nonneg())  # 0 = the whole test set
+    n_ood: int = field(metadata=nonneg())  # 0 = the whole p_ood source
+    rin_balance: bool  # RestrictedImageNet: class-balanced sampling of the 9 super-classes
+    workers: int = field(metadata=nonneg())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = field(metadata=one_of("wrn", "resnet50"))
+    depth: int = field(metadata=positive())  # WRN depth, 6n+4 (34 in the paper)
+    widen_factor: int = field(metadata=positive())  # WRN width k (10 in the paper)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """L2 PGD. `variant`: "ratio" = zero start, momentum on the normalised gradient, best
+    iterate (RATIO's stage-1 attack); "plain" = zero start, last iterate."""
+
+    eps: float = field(metadata=positive())
+    step_size: float = field(metadata=positive())
+    steps: int = field(metadata=nonneg())
+    variant: str = field(metadata=one_of("ratio", "plain"))
+    momentum: float = field(metadata=unit())
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = field(metadata=positive())
+    momentum: float = field(metadata=unit())
+    nesterov: bool
+    weight_decay: float = field(metadata=nonneg())
+    schedule: str = field(metadata=one_of("cosine", "step", "constant"))
+    milestones: tuple[int, ...]  # epochs of the step schedule
+    gamma: float = field(metadata=positive())  # step-schedule factor
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    enabled: bool
+    decay: float = field(metadata=unit())
+    warmup: bool  # decay_n = min(decay, (1 + n) / (10 + n))
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Robust discriminative pre-training (BN in train mode), L_AT-CE only. Also the RATIO
+    baseline when `ood_weight` > 0 (Eq. 13)."""
+
+    epochs: int = field(metadata=positive())
+    batch_size: int = field(metadata=positive())
+    optim: OptimConfig
+    ema: EMAConfig
+    attack: AttackConfig
+    eval_every_epochs: int = field(metadata=positive())
+    eval_n: int = field(metadata=nonneg())  # test images for the PGD robust accuracy; 0 = all
+    seed: int
+
+
+@dataclass(frozen=True)
+class RatioConfig:
+    """RATIO (Eq. 13): L_AT-CE + lam * CE(f(x'_ood), uniform), x'_ood attacked within eps_o."""
+
+    lam: float = field(metadata=nonneg())
+    ood_attack: AttackConfig
+    ood_augmentation: str = field(metadata=one_of("classification", "generative"))
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Contrastive sampling of stage 2 (Algorithm 1, Eq. 8 ancestral form) and its curriculum."""
+
+    step_size: float = field(metadata=positive())  # eta
+    T_max: int = field(metadata=nonneg())  # paper 45 (CIFAR) / 18 (RIN); released code 50
+    curriculum: str = field(metadata=one_of("auc", "loss"))
+    auc_threshold: float = field(metadata=unit())  # raise T when mean AUC >= this
+    auc_window_images: int = field(metadata=positive())  # history of ceil(window / B) batches
+    loss_threshold: float = field(metadata=positive())  # "loss" rule: raise T when L_BCE < this
+    bce_reduction: str = field(metadata=one_of("mean_2b", "sum_of_means"))
+    augmentation: str = field(metadata=one_of("none", "flip", "crop_flip", "autoaugment"))
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    images: int = field(metadata=positive())  # training budget in images seen
+    batch_size: int = field(metadata=positive())
+    init: str = field(metadata=one_of("ema", "plain"))  # which stage-1 weights to start from
+    optim: OptimConfig
+    ema: EMAConfig
+    attack: AttackConfig
+    sampler: SamplerConfig
+    eval_every_images: int = field(metadata=positive())
+    eval_fid_samples: int = field(metadata=nonneg())  # 0 = no FID during training
+    eval_n: int = field(metadata=nonneg())
+    fused: bool  # share forward/backward passes between the AT attack and the sampler
+    amp_bf16: bool
+    channels_last: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class MethodSteps:
+    standard_at: int = field(metadata=nonneg())
+    ratio: int = field(metadata=nonneg())
+    dualat: int = field(metadata=nonneg())
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Test-time generation (Eq. 14 conditional, Eq. 8 unconditional; Table 8)."""
+
+    step_size: float = field(metadata=positive())
+    steps: MethodSteps
+    steps_grid: tuple[int, ...]  # Table 8 grid search over T
+    n_samples: int = field(metadata=positive())  # FID/IS sample count (50K in the paper)
+    n_grid_samples: int = field(metadata=positive())  # samples per grid point
+    fid_ref_n: int = field(metadata=nonneg())  # training images for the reference stats; 0 = all
+    batch_size: int = field(metadata=positive())
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    autoattack_eps: float = field(metadata=positive())
+    autoattack_version: str = field(metadata=one_of("standard", "plus", "rand"))
+    autoattack_n: int = field(metadata=nonneg())  # 0 = whole test set
+    pgd: AttackConfig
+    batch_size: int = field(metadata=positive())
+    ece_bins: int = field(metadata=positive())
+    ood_n: int = field(metadata=positive())  # OOD images per set (1024 in the paper)
+    ood_attack: AttackConfig
+    ood_sets: tuple[str, ...]
+    cf_eps: tuple[float, ...] = field(metadata=all_positive())  # counterfactual eps grid
+    cf_steps: int = field(metadata=positive())
+    cf_step_factor: float = field(metadata=positive())  # step size = factor * eps / steps
+    cf_n: int = field(metadata=positive())  # training images turned into counterfactuals
+    seed: int
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    data_root: str
+    data: DataConfig
+    model: ModelConfig
+    stage1: Stage1Config
+    ratio: RatioConfig
+    stage2: Stage2Config
+    sample: SampleConfig
+    evaluate: EvaluateConfig
+
+
+SECTIONS: dict[str, type] = {
+    name: tp for name, tp in typing.get_type_hints(Config).items() if name not in ("profile", "data_root")
+}
+
+
+# --- building dataclasses from dicts with named errors --------------------------------------------
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation for {key}: {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation for {key}: {tp}")
+
+
+def build(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build the frozen dataclass `cls` from a dict, checking keys, types and values."""
+    where = prefix or cls.__name__
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key {key} (allowed: {', '.join(fields)})")
+    missing = [n for n in fields if n not in raw]
+    if missing:
+        key = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise ConfigError(f"missing key {key}")
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        value = _coerce(raw[name], hints[name], key)
+        if "check" in f.metadata:
+            pred, text = f.metadata["check"]
+            if not pred(value):
+                raise ConfigError(f"{key} {text}, got {raw[name]!r}")
+        values[name] = value
+    return cls(**values)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+def read_params(path: str | Path = "params.yaml") -> dict:
+    """The raw params.yaml as a dict (no validation)."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; run from the repository root or pass path=")
+    with path.open() as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        if not isinstance(node.get(p), dict):
+            raise ConfigError(f"override {dotted}: {p} is not a section")
+        node = node[p]
+    if leaf not in node:
+        raise ConfigError(f"override {dotted}: unknown key {leaf}")
+    node[leaf] = value
+
+
+def load(
+    path: str | Path = "params.yaml",
+    *,
+    dataset: str = "cifar10",
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load and validate the config of one dataset under one profile.
+
+    `profile` None takes params.yaml's `profile` key. `overrides` maps dotted keys inside the
+    dataset block (e.g. ``{"stage2.sampler.step_size": 0.05}``) to new values.
+    """
+    import copy
+
+    params = read_params(path)
+    profile = profile or params.get("profile")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    try:
+        block = copy.deepcopy(params[profile][dataset])
+    except (KeyError, TypeError):
+        raise ConfigError(f"params.yaml has no section {profile}.{dataset}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(block, dotted, value)
+    unknown = sorted(set(block) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]} in {profile}.{dataset} (allowed: {', '.join(SECTIONS)})")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        if name not in block:
+            raise ConfigError(f"missing key {profile}.{dataset}.{name}")
+        sections[name] = build(cls, block[name], name)
+    data_root = params.get("data_root", "")
+    if not isinstance(data_root, str):
+        raise ConfigError(f"data_root must be a string, got {data_root!r}")
+    cfg = Config(profile=profile, data_root=data_root, **sections)
+    if cfg.data.dataset != dataset:
+        raise ConfigError(f"data.dataset must be {dataset!r} inside the {dataset} block, got {cfg.data.dataset!r}")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of a config (for records and checkpoints)."""
+    return dataclasses.asdict(cfg)

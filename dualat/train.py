@@ -1,0 +1,377 @@
+"""Training: stage 1 (standard AT, BN in train mode), the RATIO baseline, and stage 2 (Dual-AT,
+BN frozen). Loops return their history; checkpoints are atomic and resumable.
+
+A loop takes infinite batch streams (objects with `__next__`, `state_dict`, `load_state_dict`,
+see `dualat.data`), so resuming restores the exact batches an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualat import checkpoint as ckpt
+from dualat.attacks import pgd_ce, pgd_uniform_ce
+from dualat.config import AttackConfig, OptimConfig, RatioConfig, Stage1Config, Stage2Config, to_dict
+from dualat.curriculum import Curriculum
+from dualat.ema import EMA
+from dualat.losses import at_ce, bce_energy, pairwise_auc, ratio_ood
+from dualat.sampling import attack_and_sample
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left in place."""
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, total_steps: int):
+    """Per-batch LR schedule: cosine over all steps, step decay at epoch milestones, or constant."""
+    if cfg.schedule == "cosine":
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))  # noqa: E731
+    elif cfg.schedule == "step":
+        factor = lambda s: cfg.gamma ** sum(s >= m * steps_per_epoch for m in cfg.milestones)  # noqa: E731
+    else:
+        factor = lambda s: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def freeze_bn(model: nn.Module) -> nn.Module:
+    """Put every BatchNorm in eval mode for good: a forward pre-hook re-asserts eval mode, so
+    running statistics never change even under `model.train()` (stage 2, Sec. 3.5)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            if not getattr(m, "_dualat_frozen", False):
+                m.register_forward_pre_hook(lambda mod, _inp: mod.train(False))
+                m._dualat_frozen = True
+    return model
+
+
+def robust_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, batch_size: int = 250
+) -> dict:
+    """Clean and PGD accuracy of `model` on x (N, C, H, W) in [0, 1], y (N,)."""
+    clean = adv = 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        with torch.no_grad():
+            clean += (model(xb).argmax(1) == yb).sum().item()
+        x_adv = pgd_ce(model, xb, yb, attack)
+        with torch.no_grad():
+            adv += (model(x_adv).argmax(1) == yb).sum().item()
+    model.train(was_training)
+    return {"clean_acc": clean / len(x), "robust_acc": adv / len(x)}
+
+
+def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise NonFiniteLoss(
+            f"the loss became NaN/inf before step {step}; the last good checkpoint was kept. "
+            "Lower the learning rate or the sampler step size and resume."
+        )
+
+
+@dataclass
+class Run:
+    """Everything a loop needs to save and restore."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: EMA | None
+    streams: dict[str, Any]
+    out_dir: Path
+    config: dict
+    step: int = 0
+    history: list[dict] | None = None
+    best: dict | None = None
+    extra: dict | None = None  # e.g. the curriculum
+
+    def save(self, name: str = "last.pt") -> Path:
+        payload = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "step": self.step,
+            "history": self.history,
+            "best": self.best,
+            "extra": {k: v.state_dict() for k, v in (self.extra or {}).items()},
+            "config": self.config,
+            "git_rev": ckpt.git_revision(),
+            "versions": ckpt.versions(),
+            "rng": torch.get_rng_state(),
+        }
+        return ckpt.save(self.out_dir / name, payload)
+
+    def resume(self) -> bool:
+        """Restore from out_dir/last.pt if it exists; True when resumed."""
+        path = self.out_dir / "last.pt"
+        if not path.exists():
+            return False
+        state = ckpt.load(path)
+        self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for k, s in self.streams.items():
+            s.load_state_dict(state["streams"][k])
+        for k, v in (self.extra or {}).items():
+            v.load_state_dict(state["extra"][k])
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        torch.set_rng_state(state["rng"])
+        return True
+
+    def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
+        """A selected model (best accuracy / best FID) as its own small checkpoint."""
+        payload = {"model": model.state_dict(), "step": self.step, "metrics": metrics, "config": self.config}
+        payload.update(git_rev=ckpt.git_revision(), versions=ckpt.versions())
+        return ckpt.save(self.out_dir / name, payload)
+
+    def write_history(self) -> None:
+        tmp = self.out_dir / ".history.json.tmp"
+        tmp.write_text(json.dumps(self.history, indent=1))
+        tmp.replace(self.out_dir / "history.json")
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+# --- stage 1 and RATIO ----------------------------------------------------------------------------
+
+
+def train_stage1(
+    model: nn.Module,
+    cfg: Stage1Config,
+    train_stream: Iterator,
+    steps_per_epoch: int,
+    test_xy: tuple[torch.Tensor, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    ratio: RatioConfig | None = None,
+    ood_stream: Iterator | None = None,
+    config: dict | None = None,
+    checkpoint_every: int = 100,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Stage 1 (L_AT-CE, Eq. 11, BN in train mode); with `ratio` the RATIO loss (Eq. 13).
+
+    Saves out_dir/last.pt (resume) every `checkpoint_every` steps and at every evaluation, and
+    out_dir/best.pt: the weights with the best PGD robust test accuracy (EMA weights when EMA is
+    on, as stage 2 starts from them). `stop_after` ends the loop early after that many steps
+    (to simulate a kill in tests). Returns {"history", "best", "steps"}.
+    """
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    total = cfg.epochs * steps_per_epoch
+    opt = make_optimizer(model, cfg.optim)
+    streams = {"train": train_stream} | ({"ood": ood_stream} if ratio else {})
+    run = Run(
+        model, opt, make_schedule(opt, cfg.optim, steps_per_epoch, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
+        streams, out_dir, config or {"stage1": to_dict(cfg)}, history=[], best={"robust_acc": -1.0},
+    )  # fmt: skip
+    run.resume()
+    x_test, y_test = (t.to(device) for t in test_xy)
+    loss_sum = torch.zeros((), device=device)
+    bar = _progress(total, run.step, "stage 1" if ratio is None else "RATIO", progress)
+    model.train()
+    while run.step < total and (stop_after is None or run.step < stop_after):
+        x, y = (t.to(device, non_blocking=True) for t in next(train_stream))
+        x_adv = pgd_ce(model, x, y, cfg.attack)  # eval mode inside, train mode restored
+        inputs = [x_adv]
+        if ratio is not None:
+            x_ood = next(ood_stream)[0].to(device, non_blocking=True)
+            inputs.append(pgd_uniform_ce(model, x_ood, ratio.ood_attack))
+        logits = model(torch.cat(inputs))  # one BN-train-mode pass over in- and out-distribution
+        loss, stats = at_ce(logits[: len(x)], y)
+        if ratio is not None:
+            l_ood, ood_stats = ratio_ood(logits[len(x) :])
+            loss = loss + ratio.lam * l_ood
+            stats |= ood_stats
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.scheduler.step()
+        if run.ema:
+            run.ema.update(model)
+        run.step += 1
+        loss_sum += loss.detach()
+        bar.update(1)
+        epoch_end = run.step % steps_per_epoch == 0
+        if epoch_end and (run.step // steps_per_epoch) % cfg.eval_every_epochs == 0 or run.step == total:
+            _check_finite(loss_sum, run.step)
+            selected = run.ema.module if run.ema else model
+            metrics = robust_accuracy(selected, x_test, y_test, cfg.attack)
+            metrics |= {"step": run.step, "epoch": run.step / steps_per_epoch, "lr": opt.param_groups[0]["lr"]}
+            metrics |= {k: float(v) for k, v in stats.items()}
+            run.history.append(metrics)
+            bar.set_postfix(robust=f"{metrics['robust_acc']:.3f}", clean=f"{metrics['clean_acc']:.3f}")
+            if metrics["robust_acc"] > run.best["robust_acc"]:
+                run.best = metrics
+                run.save_weights("best.pt", selected, metrics)
+            run.save()
+            run.write_history()
+        elif run.step % checkpoint_every == 0:
+            _check_finite(loss_sum, run.step)
+            run.save()
+    bar.close()
+    _check_finite(loss_sum, run.step)
+    run.save()
+    final = run.ema.module if run.ema else model
+    run.save_weights("final.pt", final, run.history[-1] if run.history else {})
+    return {"history": run.history, "best": run.best, "steps": run.step}
+
+
+# --- stage 2 --------------------------------------------------------------------------------------
+
+
+def stage2_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: Stage2Config,
+    batch: tuple[torch.Tensor, ...],
+    T: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One Dual-AT iteration (Algorithm 1) on (x, y, x_hat, y_hat, x0); BN must be frozen.
+
+    Returns (loss, stats) with stats as device tensors (auc, bce, at_ce, ...).
+    """
+    x, y, x_hat, y_hat, x0 = batch
+    B = x.shape[0]
+    # y' = labels of the x_hat batch: ancestral sampling from the data's label marginal
+    x_adv, x_T = attack_and_sample(model, x, y, x0, y_hat, cfg.attack, T, cfg.sampler.step_size, cfg.fused)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp_bf16):
+        logits = model(torch.cat([x_adv, x_hat, x_T])).float()  # BN frozen: one pass, same as three
+    l_ce, stats = at_ce(logits[:B], y)
+    logits_hat, logits_T = logits[B : B + len(x_hat)], logits[B + len(x_hat) :]
+    l_bce, bce_stats = bce_energy(logits_hat, logits_T, cfg.sampler.bce_reduction)
+    loss = l_ce + l_bce  # Eq. 12
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    pos = logits_hat.detach().gather(1, y_hat[:, None]).squeeze(1)
+    neg = logits_T.detach().gather(1, y_hat[:, None]).squeeze(1)
+    stats |= bce_stats | {"auc": pairwise_auc(pos, neg), "loss": loss.detach()}
+    return loss, stats
+
+
+def train_stage2(
+    model: nn.Module,
+    cfg: Stage2Config,
+    cls_stream: Iterator,
+    gen_stream: Iterator,
+    ood_stream: Iterator,
+    test_xy: tuple[torch.Tensor, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    fid_fn: Callable[[nn.Module, int], float] | None = None,
+    config: dict | None = None,
+    checkpoint_every: int = 100,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Stage 2 (Dual-AT, Eq. 12) from stage-1 weights already in `model`.
+
+    Every `cfg.eval_every_images` images the EMA model (or the model without EMA) is evaluated:
+    PGD robust accuracy on the test tensors and, with `fid_fn(model, n)`, FID of n samples. The
+    log (for Figures 2 and 4) is out_dir/history.json; best_fid.pt and best_acc.pt hold the
+    selected weights, last.pt the resumable state. Stops after `cfg.images` images.
+    """
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    freeze_bn(model)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    B = cfg.batch_size
+    total = math.ceil(cfg.images / B)
+    opt = make_optimizer(model, cfg.optim)
+    curriculum = Curriculum(
+        cfg.sampler.T_max,
+        cfg.sampler.curriculum,
+        cfg.sampler.auc_threshold if cfg.sampler.curriculum == "auc" else cfg.sampler.loss_threshold,
+        cfg.sampler.auc_window_images,
+        B,
+        device,
+    )
+    run = Run(
+        model, opt, make_schedule(opt, cfg.optim, 1, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
+        {"cls": cls_stream, "gen": gen_stream, "ood": ood_stream}, out_dir, config or {"stage2": to_dict(cfg)},
+        history=[], best={"fid": float("inf"), "robust_acc": -1.0}, extra={"curriculum": curriculum},
+    )  # fmt: skip
+    run.resume()
+    x_test, y_test = (t.to(device) for t in test_xy)
+    eval_every = max(1, cfg.eval_every_images // B)
+    loss_sum = torch.zeros((), device=device)
+    sums: dict[str, torch.Tensor] = {}
+    bar = _progress(total, run.step, "stage 2", progress)
+    model.train()
+    while run.step < total and (stop_after is None or run.step < stop_after):
+        x, y = next(cls_stream)
+        x_hat, y_hat = next(gen_stream)
+        x0 = next(ood_stream)[0]
+        batch = tuple(t.to(device, non_blocking=True) for t in (x, y, x_hat, y_hat, x0))
+        if cfg.channels_last:
+            batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch)
+        T = curriculum.T
+        loss, stats = stage2_step(model, opt, cfg, batch, T)
+        run.scheduler.step()
+        if run.ema:
+            run.ema.update(model)
+        curriculum.update(stats["auc"], stats["bce"])
+        run.step += 1
+        loss_sum += loss.detach()
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0) + v
+        bar.update(1)
+        if run.step % eval_every == 0 or run.step == total:
+            _check_finite(loss_sum, run.step)
+            n = run.step - (run.history[-1]["step"] if run.history else 0)
+            selected = run.ema.module if run.ema else model
+            metrics = {"step": run.step, "images": run.step * B, "T": T}
+            metrics |= {k: float(v) / max(n, 1) for k, v in sums.items()}
+            sums = {}
+            metrics |= robust_accuracy(selected, x_test, y_test, cfg.attack)
+            if fid_fn is not None and cfg.eval_fid_samples > 0:
+                metrics["fid"] = float(fid_fn(selected, cfg.eval_fid_samples))
+            run.history.append(metrics)
+            bar.set_postfix(T=T, robust=f"{metrics['robust_acc']:.3f}", fid=f"{metrics.get('fid', float('nan')):.1f}")
+            if metrics.get("fid", float("inf")) < run.best["fid"]:
+                run.best = run.best | {"fid": metrics["fid"], "fid_step": run.step}
+                run.save_weights("best_fid.pt", selected, metrics)
+            if metrics["robust_acc"] > run.best["robust_acc"]:
+                run.best = run.best | {"robust_acc": metrics["robust_acc"], "acc_step": run.step}
+                run.save_weights("best_acc.pt", selected, metrics)
+            run.save()
+            run.write_history()
+        elif run.step % checkpoint_every == 0:
+            _check_finite(loss_sum, run.step)
+            run.save()
+    bar.close()
+    _check_finite(loss_sum, run.step)
+    run.save()
+    final = run.ema.module if run.ema else model
+    run.save_weights("final.pt", final, run.history[-1] if run.history else {})
+    return {"history": run.history, "best": run.best, "steps": run.step, "T": curriculum.T}

@@ -1,0 +1,117 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dualat.attacks import pgd_ce, pgd_logsumexp, pgd_target, pgd_uniform_ce, uniform_ce
+from dualat.config import AttackConfig
+from dualat.sampling import ascent_step, attack_and_sample, sample_conditional, sample_unconditional
+
+RATIO = AttackConfig(eps=0.5, step_size=0.1, steps=10, variant="ratio", momentum=0.9)
+PLAIN = AttackConfig(eps=0.5, step_size=0.1, steps=10, variant="plain", momentum=0.0)
+
+
+def _trained_bn_state(model):
+    """Give BN running stats non-default values so eval and train mode differ."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32))
+    return model
+
+
+@pytest.mark.parametrize("cfg", [RATIO, PLAIN], ids=["ratio", "plain"])
+def test_pgd_stays_in_ball_and_image_and_raises_loss(tiny_wrn, cfg):
+    x = torch.rand(8, 3, 32, 32)
+    y = torch.randint(0, 10, (8,))
+    tiny_wrn.eval()
+    x_adv = pgd_ce(tiny_wrn, x, y, cfg)
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= cfg.eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        before = F.cross_entropy(tiny_wrn(x), y, reduction="none")
+        after = F.cross_entropy(tiny_wrn(x_adv), y, reduction="none")
+    assert (after >= before - 1e-6).all() if cfg.variant == "ratio" else after.mean() > before.mean()
+
+
+def test_attack_restores_mode_and_runs_in_eval(tiny_wrn):
+    _trained_bn_state(tiny_wrn)
+    tiny_wrn.train()
+    running = tiny_wrn.bn1.running_mean.clone()
+    pgd_ce(tiny_wrn, torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), PLAIN)
+    assert tiny_wrn.training and all(m.training for m in tiny_wrn.modules())
+    assert torch.equal(tiny_wrn.bn1.running_mean, running)  # eval mode: no BN update
+    tiny_wrn.eval()
+    sample_conditional(tiny_wrn, torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), 2, 0.1)
+    assert not tiny_wrn.training
+
+
+def test_targeted_and_ood_attacks_raise_their_objective(tiny_wrn):
+    tiny_wrn.eval()
+    x = torch.rand(6, 3, 32, 32)
+    t = torch.arange(6) % 10
+    cfg = AttackConfig(eps=1.0, step_size=0.2, steps=10, variant="ratio", momentum=0.9)
+    with torch.no_grad():
+        z = tiny_wrn(x)
+        z_t = tiny_wrn(pgd_target(tiny_wrn, x, t, cfg))
+        z_e = tiny_wrn(pgd_logsumexp(tiny_wrn, x, cfg))
+        z_u = tiny_wrn(pgd_uniform_ce(tiny_wrn, x, cfg))
+    assert (z_t.gather(1, t[:, None]) >= z.gather(1, t[:, None]) - 1e-6).all()
+    assert (torch.logsumexp(z_e, 1) >= torch.logsumexp(z, 1) - 1e-6).all()
+    assert (uniform_ce(z_u) >= uniform_ce(z) - 1e-6).all()
+
+
+def test_uniform_ce_matches_float64_formula():
+    z = torch.randn(5, 7, dtype=torch.float64)
+    p = torch.softmax(z, 1)
+    ref = -(torch.log(p) / 7).sum(1)
+    assert torch.allclose(uniform_ce(z), ref)
+
+
+class Quadratic(nn.Module):
+    """f(x)[k] = -||x - c_k||^2 / 2: an analytic gradient c_k - x."""
+
+    def __init__(self, centres):
+        super().__init__()
+        self.c = nn.Parameter(centres)
+
+    def forward(self, x):
+        return -0.5 * ((x.flatten(1)[:, None, :] - self.c.flatten(1)[None]) ** 2).sum(-1)
+
+
+def test_sampler_step_equals_eq14_with_analytic_gradient():
+    torch.manual_seed(1)
+    c = torch.rand(3, 3, 4, 4, dtype=torch.float64)
+    model = Quadratic(c)
+    x0 = torch.rand(5, 3, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    eta = 0.3
+    x1 = sample_conditional(model, x0, y, T=1, eta=eta)
+    g = c[y] - x0  # grad of f(x)[y]
+    ref = (x0 + eta * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+    assert torch.allclose(x1, ref)
+    # unconditional: grad of logsumexp = sum_k softmax_k (c_k - x)
+    with torch.no_grad():
+        w = torch.softmax(model(x0), 1)
+    gu = (w[:, :, None, None, None] * (c[None] - x0[:, None])).sum(1)
+    ref_u = (x0 + eta * gu / gu.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+    assert torch.allclose(sample_unconditional(model, x0, 1, eta), ref_u)
+    assert torch.allclose(ascent_step(x0, g, eta), ref)
+
+
+def test_sampler_has_no_projection(tiny_wrn):
+    tiny_wrn.eval()
+    x0 = torch.full((2, 3, 32, 32), 0.5)
+    x_T = sample_conditional(tiny_wrn, x0, torch.tensor([1, 2]), T=20, eta=0.5)
+    assert (x_T - x0).flatten(1).norm(dim=1).min() > 2.0  # moves beyond any attack ball
+
+
+def test_fused_attack_and_sampler_equal_separate_passes(tiny_wrn):
+    _trained_bn_state(tiny_wrn).eval()
+    x, x0 = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    y, y_prime = torch.randint(0, 10, (6,)), torch.randint(0, 10, (6,))
+    for T in (0, 4, 10, 13):
+        fused = attack_and_sample(tiny_wrn, x, y, x0, y_prime, PLAIN, T, 0.1, fused=True)
+        separate = attack_and_sample(tiny_wrn, x, y, x0, y_prime, PLAIN, T, 0.1, fused=False)
+        for a, b in zip(fused, separate):
+            assert torch.allclose(a, b, atol=1e-5), T
