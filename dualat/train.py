@@ -50,6 +50,10 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch:
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _keep_eval(module: nn.Module, _inputs) -> None:
+    module.training = False  # returns None: the inputs pass unchanged
+
+
 def freeze_bn(model: nn.Module) -> nn.Module:
     """Put every BatchNorm in eval mode for good: a forward pre-hook re-asserts eval mode, so
     running statistics never change even under `model.train()` (stage 2, Sec. 3.5)."""
@@ -57,7 +61,7 @@ def freeze_bn(model: nn.Module) -> nn.Module:
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
             if not getattr(m, "_dualat_frozen", False):
-                m.register_forward_pre_hook(lambda mod, _inp: mod.train(False))
+                m.register_forward_pre_hook(_keep_eval)
                 m._dualat_frozen = True
     return model
 
@@ -142,8 +146,10 @@ class Run:
         return True
 
     def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
-        """A selected model (best accuracy / best FID) as its own small checkpoint."""
-        payload = {"model": model.state_dict(), "step": self.step, "metrics": metrics, "config": self.config}
+        """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
+        holds the trained (non-EMA) weights of the same step."""
+        payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
+        payload["config"] = self.config
         payload.update(git_rev=ckpt.git_revision(), versions=ckpt.versions())
         return ckpt.save(self.out_dir / name, payload)
 

@@ -1,0 +1,40 @@
+"""Where data lives, and the error raised when it is not there. Standard library only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+DATA_ENV = "DUALAT_DATA"  # environment variable naming the data folder
+DEFAULT_ROOT = Path("data/raw")  # relative to the working directory (the project root)
+
+
+def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data folder: `root` if given and non-empty, else $DUALAT_DATA if set, else data/raw."""
+    if root is not None and str(root) != "":
+        return Path(root)
+    env = os.environ.get(DATA_ENV, "")
+    return Path(env) if env else DEFAULT_ROOT
+
+
+class DataMissingError(FileNotFoundError):
+    """A dataset's files were not found (or were rejected). Never answered with random data.
+
+    The message names the dataset, lists every path tried and says how to obtain the data.
+    """
+
+    def __init__(self, dataset: str, tried: Sequence[str | os.PathLike[str]], how: str) -> None:
+        self.dataset = dataset
+        self.tried = [str(p) for p in tried]
+        self.how = how
+        lines = [f"{dataset}: data not found. Tried:"]
+        lines += [f"  - {p}" for p in self.tried]
+        lines += [
+            f"To obtain it: {how}",
+            f"Or pass root=... or set the environment variable {DATA_ENV} to a folder holding it.",
+        ]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # keeps the 3-argument constructor picklable
+        return type(self), (self.dataset, self.tried, self.how)

@@ -1,0 +1,273 @@
+"""What a pipeline stage (a notebook) calls: build data, models and streams from a `Config`,
+run a training stage, and say `not computed: <reason>` when a data source is missing.
+
+Layout of artifacts (stable paths, no hyperparameters in names):
+    data/prepared/<dataset>/   status.json, fid_ref.npz (Inception statistics of the training set)
+    models/<dataset>/<method>/ best*.pt, last.pt, final.pt, history.json, status.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualat.config import Config, to_dict
+from dualat.records import NotComputed
+
+METHOD_STAGE = {"standard_at": "stage1", "ratio": "stage1", "dualat": "stage2"}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def root(cfg: Config) -> Path:
+    from dualat.data import data_root
+
+    return data_root(cfg.data_root)
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def train_set(cfg: Config, transform=None):
+    from dualat.data import get_dataset
+
+    kw = {"balance": cfg.data.rin_balance} if cfg.data.dataset == "rin" else {}
+    return get_dataset(cfg.data.dataset, "train", root(cfg), transform, n=cfg.data.n_train, **kw)
+
+
+def test_set(cfg: Config, n: int | None = None):
+    from dualat.data import get_dataset, test_transform
+
+    n = cfg.data.n_test if n is None else n
+    return get_dataset(
+        cfg.data.dataset,
+        "test" if cfg.data.dataset != "rin" else "val",
+        root(cfg),
+        test_transform(cfg.data.dataset),
+        n=n,
+    )
+
+
+def ood_set(cfg: Config, transform=None):
+    """p_ood, the auxiliary OOD source of stage 2, RATIO and the sample seeds."""
+    from dualat.data import get_dataset
+
+    return get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood)
+
+
+def stack(dataset, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n items (0 = all) as tensors (N, C, H, W), (N,)."""
+    n = len(dataset) if n == 0 else min(n, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def missing_data(cfg: Config) -> NotComputed | None:
+    """NotComputed naming the missing source when training data, test data or p_ood is absent."""
+    from dualat.data import DataMissingError
+
+    try:
+        train_set(cfg), test_set(cfg), ood_set(cfg)
+    except DataMissingError as e:
+        return NotComputed(str(e).splitlines()[0] + f" (see README, Data; details: {e})")
+    return None
+
+
+# --- status files: how a stage says "not computed" to the stages after it -----------------------
+
+
+def write_status(out_dir: str | Path, reason: NotComputed | None, **info: Any) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    status = {"computed": reason is None, "reason": None if reason is None else reason.reason} | info
+    tmp = out_dir / ".status.json.tmp"
+    tmp.write_text(json.dumps(status, indent=1, default=str))
+    tmp.replace(out_dir / "status.json")
+    return status
+
+
+def read_status(out_dir: str | Path) -> NotComputed | None:
+    """None when the stage that wrote out_dir computed its outputs, else its NotComputed."""
+    path = Path(out_dir) / "status.json"
+    if not path.exists():
+        return NotComputed(f"{path} is missing; run its stage first")
+    status = json.loads(path.read_text())
+    return None if status["computed"] else NotComputed(status["reason"])
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def new_model(cfg: Config) -> nn.Module:
+    from dualat.models import build_model
+
+    return build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor).to(device())
+
+
+def load_model(cfg: Config, path: str | Path, key: str = "model") -> nn.Module:
+    """A trained model in eval mode from a checkpoint: its selected weights (`key` "model", the
+    EMA weights where EMA is on) or the trained weights ("plain"); or a released state dict."""
+    from dualat import checkpoint
+    from dualat.models import load_released
+
+    state = checkpoint.load(path)
+    weights = state[key] if key in state else state
+    return load_released(new_model(cfg), weights).eval()
+
+
+# --- FID of a model's samples -----------------------------------------------------------------------
+
+
+def inception(user_path: str | None = None):
+    from dualat.metrics import InceptionFeatures
+
+    return InceptionFeatures(user_path, device=device()) if _takes_device() else InceptionFeatures(user_path)
+
+
+def _takes_device() -> bool:
+    import inspect
+
+    from dualat.metrics import InceptionFeatures
+
+    return "device" in inspect.signature(InceptionFeatures).parameters
+
+
+def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, Any]:
+    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`."""
+    from dualat.data import test_transform
+    from dualat.metrics import cached_stats
+
+    def compute():
+        x, _ = stack(train_set(cfg, test_transform(cfg.data.dataset)), cfg.sample.fid_ref_n)
+        return (features or inception())(x)
+
+    return cached_stats(path, compute)
+
+
+def sample_fid_fn(cfg: Config, ref_path: str | Path):
+    """fid(model, n): FID of n class-balanced conditional samples (Table 8's T for Dual-AT)."""
+    from dualat.data import test_transform
+    from dualat.generate import balanced_labels, generate, seed_images
+    from dualat.metrics import feature_stats, fid_from_stats
+
+    features = inception()
+    mu_ref, sigma_ref = reference_stats(cfg, ref_path, features)
+    seeds_all = ood_set(cfg, test_transform(cfg.data.dataset))
+
+    def fid(model: nn.Module, n: int) -> float:
+        seeds = seed_images(seeds_all, n)
+        x = generate(
+            model,
+            seeds,
+            cfg.sample.steps.dualat,
+            cfg.sample.step_size,
+            balanced_labels(n, cfg.data.num_classes),
+            cfg.sample.batch_size,
+        )
+        mu, sigma = feature_stats(features(x))
+        return fid_from_stats(mu, sigma, mu_ref, sigma_ref)
+
+    return fid
+
+
+# --- stages ---------------------------------------------------------------------------------------
+
+
+def prepare(cfg: Config, out_dir: str | Path) -> dict:
+    """Check every data source of the dataset and cache the FID reference statistics."""
+    out_dir = Path(out_dir)
+    reason = missing_data(cfg)
+    if reason is not None:
+        return write_status(out_dir, reason)
+    t0 = time.time()
+    mu, _ = reference_stats(cfg, out_dir / "fid_ref.npz")
+    info = {
+        "n_train": len(train_set(cfg)),
+        "n_test": len(test_set(cfg)),
+        "n_ood": len(ood_set(cfg)),
+        "fid_ref_dim": len(mu),
+    }
+    return write_status(out_dir, None, seconds=time.time() - t0, **info)
+
+
+def train(
+    cfg: Config,
+    method: str,
+    out_dir: str | Path,
+    *,
+    init: str | Path | None = None,
+    ref_path=None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train `method` (standard_at | ratio | dualat) into out_dir; dualat starts from `init`."""
+    from dualat.data import BatchStream, classification_transform, derive_seed, generative_transform, stage2_streams
+    from dualat.train import train_stage1, train_stage2
+
+    out_dir = Path(out_dir)
+    if method not in METHOD_STAGE:
+        raise ValueError(f"method must be one of {', '.join(METHOD_STAGE)}, got {method!r}")
+    reason = missing_data(cfg) or (read_status(Path(init).parent) if init is not None else None)
+    if reason is not None:
+        return write_status(out_dir, reason, method=method)
+    t0 = time.time()
+    torch.manual_seed(cfg.stage1.seed)
+    model = new_model(cfg)
+    data_name = cfg.data.dataset
+    x_test, y_test = stack(test_set(cfg))
+    config = {"profile": cfg.profile, "method": method} | to_dict(cfg)
+    if method in ("standard_at", "ratio"):
+        s = cfg.stage1
+        ds = train_set(cfg, classification_transform(data_name))
+        stream = BatchStream(
+            ds,
+            s.batch_size,
+            s.seed,
+            workers=cfg.data.workers,
+            weights=getattr(ds, "sample_weights", None) if cfg.data.rin_balance else None,
+        )
+        ood_stream = None
+        if method == "ratio":
+            aug = (
+                classification_transform(data_name)
+                if cfg.ratio.ood_augmentation == "classification"
+                else generative_transform(data_name)
+            )
+            ood_stream = BatchStream(ood_set(cfg, aug), s.batch_size, derive_seed(s.seed, 1), workers=cfg.data.workers)
+        result = train_stage1(
+            model, s, stream, len(stream.sampler), (x_test, y_test), out_dir,
+            ratio=cfg.ratio if method == "ratio" else None, ood_stream=ood_stream, config=config,
+            progress=progress, stop_after=stop_after,
+        )  # fmt: skip
+    else:
+        if init is None:
+            raise ValueError("dualat training needs init=<stage-1 checkpoint>")
+        s = cfg.stage2
+        model = load_model(cfg, init, "model" if s.init == "ema" else "plain").train()
+        streams = stage2_streams(
+            train_set(cfg, classification_transform(data_name)),
+            train_set(cfg, generative_transform(data_name, s.sampler.augmentation)),
+            ood_set(cfg, generative_transform(data_name, s.sampler.augmentation)),
+            s.batch_size, s.seed, cfg.data.workers,
+        )  # fmt: skip
+        fid_fn = sample_fid_fn(cfg, ref_path) if ref_path is not None and s.eval_fid_samples > 0 else None
+        result = train_stage2(
+            model, s, streams.cls, streams.gen, streams.ood, (x_test, y_test), out_dir,
+            fid_fn=fid_fn, config=config, progress=progress, stop_after=stop_after,
+        )  # fmt: skip
+    return write_status(
+        out_dir,
+        None,
+        method=method,
+        seconds=time.time() - t0,
+        steps=result["steps"],
+        best=result["best"],
+        T=result.get("T"),
+    )

@@ -1,0 +1,173 @@
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from dualat import checkpoint
+from dualat.config import AttackConfig, EMAConfig, OptimConfig, RatioConfig, SamplerConfig, Stage1Config, Stage2Config
+from dualat.data import BatchStream
+from dualat.models import WideResNet
+from dualat.train import NonFiniteLoss, freeze_bn, stage2_step, train_stage1, train_stage2
+
+ATTACK = AttackConfig(eps=0.5, step_size=0.2, steps=2, variant="ratio", momentum=0.9)
+PLAIN = dataclasses.replace(ATTACK, variant="plain", momentum=0.0)
+OPTIM = OptimConfig(
+    lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine", milestones=(), gamma=0.1
+)
+EMA = EMAConfig(enabled=True, decay=0.9, warmup=True)
+STAGE1 = Stage1Config(
+    epochs=2, batch_size=8, optim=OPTIM, ema=EMA, attack=ATTACK, eval_every_epochs=1, eval_n=0, seed=0
+)
+SAMPLER = SamplerConfig(
+    step_size=0.1, T_max=3, curriculum="auc", auc_threshold=0.5, auc_window_images=16, loss_threshold=0.5,
+    bce_reduction="sum_of_means", augmentation="crop_flip",
+)  # fmt: skip
+STAGE2 = Stage2Config(
+    images=64, batch_size=8, init="ema", optim=dataclasses.replace(OPTIM, lr=0.01, schedule="constant"), ema=EMA,
+    attack=PLAIN, sampler=SAMPLER, eval_every_images=32, eval_fid_samples=0, eval_n=0, fused=True,
+    amp_bf16=False, channels_last=False, seed=0,
+)  # fmt: skip
+RATIO = RatioConfig(lam=1.0, ood_attack=dataclasses.replace(ATTACK, eps=1.0), ood_augmentation="generative")
+
+
+def _data(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def _test_xy():
+    ds = _data(16, seed=9)
+    return ds.tensors
+
+
+def _model():
+    torch.manual_seed(0)
+    return WideResNet(10, 1, 10)
+
+
+def _streams(seed=0):
+    return (
+        BatchStream(_data(), 8, seed),
+        BatchStream(_data(seed=1), 8, seed + 1),
+        BatchStream(_data(seed=2), 8, seed + 2),
+    )
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("ratio", [None, RATIO], ids=["standard_at", "ratio"])
+def test_stage1_resume_equals_uninterrupted(tmp_path, ratio):
+    full = _model()
+    s, _, o = _streams()
+    train_stage1(full, STAGE1, s, 4, _test_xy(), tmp_path / "full", ratio=ratio, ood_stream=o, progress=False)
+    part = _model()
+    s, _, o = _streams()
+    train_stage1(
+        part,
+        STAGE1,
+        s,
+        4,
+        _test_xy(),
+        tmp_path / "part",
+        ratio=ratio,
+        ood_stream=o,
+        checkpoint_every=1,
+        stop_after=3,
+        progress=False,
+    )
+    resumed = _model()  # a fresh process: new model, new streams, state from last.pt
+    s, _, o = _streams()
+    result = train_stage1(
+        resumed, STAGE1, s, 4, _test_xy(), tmp_path / "part", ratio=ratio, ood_stream=o, progress=False
+    )
+    assert result["steps"] == 8
+    assert _same_weights(full, resumed)
+    a = checkpoint.load(tmp_path / "full" / "best.pt")["model"]
+    b = checkpoint.load(tmp_path / "part" / "best.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage1_keeps_bn_in_train_mode_and_updates_stats(tmp_path):
+    model = _model()
+    before = model.bn1.running_mean.clone()
+    s, _, _ = _streams()
+    train_stage1(model, dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), tmp_path, progress=False)
+    assert not torch.equal(before, model.bn1.running_mean)
+
+
+def test_bn_stays_frozen_in_stage2_even_under_train(tmp_path):
+    model = _model()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 32, 32))  # non-default running statistics
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    c, g, o = _streams()
+    train_stage2(model, STAGE2, c, g, o, _test_xy(), tmp_path, progress=False)
+    model.train()
+    model(torch.rand(4, 3, 32, 32))
+    for k, v in buffers.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not m.training for m in bns)  # the hook re-asserted eval mode during forward
+    w0 = model.bn1.weight.clone()
+    assert model.bn1.weight.requires_grad and torch.equal(w0, model.bn1.weight)
+
+
+def test_stage2_resume_equals_uninterrupted(tmp_path):
+    full = _model()
+    c, g, o = _streams()
+    r_full = train_stage2(full, STAGE2, c, g, o, _test_xy(), tmp_path / "full", progress=False)
+    part = _model()
+    c, g, o = _streams()
+    train_stage2(part, STAGE2, c, g, o, _test_xy(), tmp_path / "part", checkpoint_every=1, stop_after=5, progress=False)
+    resumed = _model()
+    c, g, o = _streams()
+    r_res = train_stage2(resumed, STAGE2, c, g, o, _test_xy(), tmp_path / "part", progress=False)
+    assert _same_weights(full, resumed)
+    assert r_full["T"] == r_res["T"] and [h["T"] for h in r_full["history"]] == [h["T"] for h in r_res["history"]]
+
+
+def test_stage2_single_pass_gradients_equal_separate_passes():
+    """The loss pass on cat([x_adv, x_hat, x_T]) gives the gradients of three separate passes."""
+    model = freeze_bn(_model())
+    c, g, o = _streams()
+    x, y = next(c)
+    x_hat, y_hat = next(g)
+    x0, _ = next(o)
+    grads = []
+    for fused in (True, False):
+        m = freeze_bn(_model())
+        m.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(m.parameters(), lr=0.0)  # lr 0: keep weights, read gradients
+        cfg = dataclasses.replace(STAGE2, fused=fused)
+        if fused:
+            stage2_step(m, opt, cfg, (x, y, x_hat, y_hat, x0), T=3)
+        else:  # reference: attack and sampler apart, three separate loss passes
+            from dualat.attacks import pgd_ce
+            from dualat.losses import at_ce, bce_energy
+            from dualat.sampling import sample_conditional
+
+            x_adv, x_T = pgd_ce(m, x, y, PLAIN), sample_conditional(m, x0, y_hat, 3, SAMPLER.step_size)
+            opt.zero_grad()
+            (at_ce(m(x_adv), y)[0] + bce_energy(m(x_hat), m(x_T))[0]).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = _model()
+    s, _, _ = _streams()
+    train_stage1(model, dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), tmp_path, progress=False)
+    good = checkpoint.load(tmp_path / "last.pt")
+    poisoned = _data()
+    poisoned.tensors[0][:] = float("nan")  # the resumed run meets NaN inputs
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        s = BatchStream(poisoned, 8, 0)
+        train_stage1(_model(), dataclasses.replace(STAGE1, epochs=2), s, 4, _test_xy(), tmp_path, progress=False)
+    after = checkpoint.load(tmp_path / "last.pt")
+    assert after["step"] == good["step"] == 4
+    assert all(torch.equal(good["model"][k], after["model"][k]) for k in good["model"])
