@@ -1,0 +1,508 @@
+"""Evaluation of one trained model: one function per group of the paper's results.
+
+    accuracy         clean, PGD and AutoAttack accuracy, ECE (Tables 1, 2, 7; Figure 3)
+    generation       FID of conditional / unconditional samples, IS, grid over T (Tables 1, 2, 8, 9)
+    counterfactuals  class-wise FID and confidence of targeted L2 PGD images (Figure 1, A.3)
+    ood              AUROC of max_y p(y|x) and -E(x), clean and adversarial (Tables 10-12, A.4)
+
+Each takes the `Config`, the method name, the model checkpoint and an output folder, writes the
+record `out_dir/<group>.json` (metrics, config, checkpoint hash, wall-clock seconds) and returns
+the metrics. When the model's folder says "not computed" (`pipeline.read_status`) or a data source
+is missing, every metric is that `NotComputed` and nothing raises. Images are float tensors in
+[0, 1], NCHW, kept on the CPU; batches run on the model's device (`pipeline.device()`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dualat import pipeline
+from dualat.config import METHODS, AttackConfig, Config, EvaluateConfig, to_dict
+from dualat.records import NotComputed, write_record
+
+Features = Callable[[torch.Tensor], np.ndarray]  # images (N, 3, H, W) in [0, 1] -> features (N, D)
+
+# Evaluation split of each OOD set (A.4); "tinyimagenet32" is the offline ImageNetOD stand-in.
+OOD_SPLITS = {
+    "cifar10": "test",
+    "cifar100": "test",
+    "svhn": "test",
+    "tinyimagenet32": "val",
+    "imagenet_od": "val",
+    "noise": "",
+}
+OOD_NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "tinyimagenet32": 32}  # others vary
+
+METRIC_KEYS = {
+    "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece", "reliability", "n_test"),
+    "generation": (
+        "fid_conditional",
+        "fid_unconditional",
+        "inception_score",
+        "steps",
+        "step_size",
+        "n_samples",
+        "grid",
+    ),
+    "counterfactuals": ("eps", "fid", "confidence", "per_class_fid", "n"),
+    "ood": ("sets", "n_id", "ood_n"),
+}
+N_SHOW = 100  # images in the sample grids (10 per row)
+N_CF_SHOW = 8  # rows of the counterfactual figure
+
+
+# --- the four evaluations ------------------------------------------------------------------------
+
+
+def accuracy(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """Clean, PGD and AutoAttack (L2) accuracy, ECE and the reliability diagram; see module doc.
+
+    Writes out_dir/accuracy.json, out_dir/reliability.png and the resumable AutoAttack state
+    out_dir/autoattack_state.json.
+    """
+
+    def compute(seconds: dict) -> dict:
+        from functools import partial
+
+        from dualat.attacks import pgd_ce
+        from dualat.metrics import autoattack_accuracy, pgd_accuracy, predict_logits, reliability_diagram_data
+
+        e, dev = cfg.evaluate, pipeline.device()
+        model = pipeline.load_model(cfg, model_path)
+        x, y = pipeline.stack(pipeline.test_set(cfg))  # (N, C, H, W), (N,)
+        with _timed(seconds, "clean"):
+            logits = predict_logits(model, x, e.batch_size, dev, progress)
+            clean_acc = (logits.argmax(1) == y).float().mean().item()
+        with _timed(seconds, "pgd"):
+            pgd_acc = pgd_accuracy(model, x, y, partial(pgd_ce, cfg=e.pgd), e.batch_size, dev, progress)
+        with _timed(seconds, "autoattack"):
+            x_aa, y_aa = _first_test(cfg, x, y, e.autoattack_n)
+            settings = {"eps": e.autoattack_eps, "version": e.autoattack_version, "n": len(x_aa), "seed": e.seed}
+            aa = autoattack_accuracy(
+                model, x_aa, y_aa, e.autoattack_eps, version=e.autoattack_version, batch_size=e.batch_size,
+                device=dev, seed=e.seed, state_path=_autoattack_state(Path(out_dir), model_path, settings),
+                progress=progress,
+            )  # fmt: skip
+        rel = reliability_diagram_data(torch.softmax(logits, 1), y, e.ece_bins)
+        _save_reliability(rel, Path(out_dir) / "reliability.png", f"{method}, {cfg.data.dataset}")
+        return {
+            "clean_acc": clean_acc,
+            "pgd_acc": pgd_acc,
+            "autoattack": {
+                "robust_acc": aa["robust"],
+                "clean_acc": aa["clean"],
+                "per_attack": aa["per_attack"],
+                "n": aa["n"],
+            },
+            "ece": rel["ece"],
+            "reliability": {k: _nan_to_none(rel[k]) for k in ("bin_edges", "bin_acc", "bin_conf", "bin_count")},
+            "n_test": len(x),
+        }
+
+    return _run("accuracy", cfg, method, model_path, out_dir, compute)
+
+
+def generation(
+    cfg: Config,
+    method: str,
+    model_path: str | Path,
+    ref_stats_path: str | Path,
+    out_dir: str | Path,
+    *,
+    features: Features | None = None,
+    is_weights: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """FID of class-conditional (Eq. 14) and unconditional (Eq. 8) samples from the same OOD seeds,
+    Inception Score, and Table 8's grid search over the number of steps T.
+
+    Seed i is item i of the OOD source with label i mod K. `features` defaults to the FID
+    Inception network; `is_weights` is the 1008-way Inception for IS (else IS is NotComputed).
+    Writes out_dir/generation.json, seeds.png, samples_conditional.png, samples_unconditional.png.
+    """
+    T = getattr(cfg.sample.steps, method) if method in METHODS else None
+
+    def compute(seconds: dict) -> dict:
+        from dualat.data import test_transform
+        from dualat.metrics import fid_to_reference, inception_score
+
+        s, dev = cfg.sample, pipeline.device()
+        model = pipeline.load_model(cfg, model_path)
+        feats_fn = features or pipeline.inception()
+        with _timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists
+            pipeline.reference_stats(cfg, ref_stats_path, feats_fn)
+        seeds = pipeline.ood_set(cfg, test_transform(cfg.data.dataset))
+        with _timed(seconds, "sampling_and_features"):
+            out = _sample_all(model, seeds, cfg, T, feats_fn, dev, keep_all=is_weights is not None, progress=progress)
+
+        def fid(feats: np.ndarray) -> float:
+            return fid_to_reference(feats, ref_stats_path)
+
+        grid_T = sorted(out["grid"])
+        grid_fid = [fid(out["grid"][t]) for t in grid_T]
+        with _timed(seconds, "inception_score"):
+            images = out["all_conditional"] if is_weights is not None else torch.zeros(0, 3, 1, 1)
+            score = inception_score(images, is_weights=is_weights, device=dev, progress=progress)
+        _save_sample_grids(out, Path(out_dir))
+        return {
+            "fid_conditional": fid(out["conditional"]),
+            "fid_unconditional": fid(out["unconditional"]),
+            "inception_score": score if isinstance(score, NotComputed) else {"mean": score[0], "std": score[1]},
+            "steps": T,
+            "step_size": s.step_size,
+            "n_samples": s.n_samples,
+            "grid": {
+                "T": grid_T,
+                "fid": grid_fid,
+                "best_T": grid_T[int(np.argmin(grid_fid))] if grid_T else None,
+                "n": s.n_grid_samples,
+            },
+        }
+
+    return _run("generation", cfg, method, model_path, out_dir, compute)
+
+
+def counterfactuals(
+    cfg: Config,
+    method: str,
+    model_path: str | Path,
+    out_dir: str | Path,
+    real_features_cache: str | Path | None = None,
+    *,
+    features: Features | None = None,
+    progress: bool = True,
+) -> dict:
+    """Counterfactuals (Figure 1): the first `evaluate.cf_n` training images pushed by targeted
+    L2 PGD towards a random class t != y, for each eps in `evaluate.cf_eps`; class-wise FID to the
+    real training images of t (the first `sample.fid_ref_n`, features cached at
+    `real_features_cache`) averaged over classes, and the mean confidence p(t|x').
+
+    Writes out_dir/counterfactuals.json and counterfactuals.png (8 rows: original, then each eps).
+    """
+
+    def compute(seconds: dict) -> dict:
+        from dualat.data import test_transform
+        from dualat.metrics import classwise_fid
+
+        e, K, dev = cfg.evaluate, cfg.data.num_classes, pipeline.device()
+        model = pipeline.load_model(cfg, model_path)
+        feats_fn = features or pipeline.inception()
+        train = pipeline.train_set(cfg, test_transform(cfg.data.dataset))
+        with _timed(seconds, "real_features"):
+            feats_real, labels_real = pipeline.real_features(train, cfg.sample.fid_ref_n, feats_fn, real_features_cache)
+        n = len(train) if e.cf_n == 0 else min(e.cf_n, len(train))
+        # t = y + offset mod K with offset uniform in 1..K-1: uniform over the classes != y.
+        offset = torch.randint(1, K, (n,), generator=torch.Generator().manual_seed(e.seed))
+        feats = {eps: [] for eps in e.cf_eps}
+        conf = {eps: torch.zeros(n) for eps in e.cf_eps}
+        t_all, shown = torch.zeros(n, dtype=torch.long), []
+        with _timed(seconds, "attack_and_features"):
+            for start, stop in _chunks(n, e.batch_size, progress, "counterfactuals"):
+                x, y = pipeline.stack_range(train, start, stop)
+                t = (y + offset[start:stop]) % K
+                t_all[start:stop] = t
+                row = [x]
+                for eps in e.cf_eps:
+                    x_cf = counterfactual_images(model, x.to(dev), t.to(dev), eps, e).cpu()
+                    conf[eps][start:stop] = _probs(model, x_cf, dev).gather(1, t[:, None]).squeeze(1)
+                    feats[eps].append(feats_fn(x_cf))
+                    row.append(x_cf)
+                if start < N_CF_SHOW:
+                    shown.append(torch.stack(row, 1)[: N_CF_SHOW - start])  # (B, 1 + E, C, H, W)
+        result: dict[str, list] = {"eps": list(e.cf_eps), "fid": [], "confidence": [], "per_class_fid": []}
+        for eps in e.cf_eps:
+            mean, per_class = classwise_fid(np.concatenate(feats[eps]), t_all.numpy(), feats_real, labels_real, K)
+            result["fid"].append(mean)
+            result["per_class_fid"].append(per_class)
+            result["confidence"].append(conf[eps].mean().item())
+        _save_grid(torch.cat(shown).flatten(0, 1), Path(out_dir) / "counterfactuals.png", 1 + len(e.cf_eps))
+        return result | {"n": n}
+
+    return _run("counterfactuals", cfg, method, model_path, out_dir, compute)
+
+
+def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """OOD detection AUROC (ID = the first `data.n_test` test images, positive) against the first
+    `evaluate.ood_n` images of each set in `evaluate.ood_sets`, for the scores max_y p(y|x) and
+    -E(x) = logsumexp f(x); clean, and with each OOD image attacked (L2 PGD, `evaluate.ood_attack`)
+    to raise the score it is judged by. A missing set gets NotComputed in its cell.
+
+    Writes out_dir/ood.json.
+    """
+
+    def compute(seconds: dict) -> dict:
+        from functools import partial
+
+        from dualat.attacks import pgd_logsumexp, pgd_uniform_ce
+        from dualat.data import DataMissingError
+        from dualat.metrics import auroc, predict_logits, score_max_prob, score_neg_energy
+
+        e, dev = cfg.evaluate, pipeline.device()
+        model = pipeline.load_model(cfg, model_path)
+        x_id, _ = pipeline.stack(pipeline.test_set(cfg))
+        logits_id = predict_logits(model, x_id, e.batch_size, dev, progress)
+        scores = {"max_prob": (score_max_prob, pgd_uniform_ce), "neg_energy": (score_neg_energy, pgd_logsumexp)}
+        sets: dict[str, Any] = {}
+        for name in e.ood_sets:
+            try:
+                x_ood = ood_images(cfg, name)
+            except DataMissingError as err:
+                sets[name] = _missing(err)
+                continue
+            logits_clean = predict_logits(model, x_ood, e.batch_size, dev)
+            cell: dict[str, Any] = {"n": len(x_ood)}
+            with _timed(seconds, name):
+                for key, (score, attack) in scores.items():
+                    x_adv = _batched(partial(attack, model, cfg=e.ood_attack), x_ood, e.batch_size, dev, progress)
+                    logits_adv = predict_logits(model, x_adv, e.batch_size, dev)
+                    s_id = score(logits_id)
+                    cell[key] = {
+                        "clean": auroc(s_id, score(logits_clean)),
+                        "adversarial": auroc(s_id, score(logits_adv)),
+                    }
+            sets[name] = cell
+        return {"sets": sets, "n_id": len(x_id), "ood_n": e.ood_n}
+
+    return _run("ood", cfg, method, model_path, out_dir, compute)
+
+
+# --- pieces callers may reuse --------------------------------------------------------------------
+
+
+def counterfactual_attack(eps: float, e: EvaluateConfig) -> AttackConfig:
+    """The counterfactual attack of radius eps: `cf_steps` steps of cf_step_factor * eps / cf_steps."""
+    return AttackConfig(
+        eps=eps, step_size=e.cf_step_factor * eps / e.cf_steps, steps=e.cf_steps, variant="ratio", momentum=0.9
+    )
+
+
+def counterfactual_images(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: float, e: EvaluateConfig
+) -> torch.Tensor:
+    """Counterfactuals x' in B(x, eps) ∩ [0, 1] maximising f(x')[t]; x (B, C, H, W) and t (B,) on
+    the model's device."""
+    from dualat.attacks import pgd_target
+
+    return pgd_target(model, x, t, counterfactual_attack(eps, e))
+
+
+def ood_images(cfg: Config, name: str) -> torch.Tensor:
+    """The first `evaluate.ood_n` images (N, C, H, W) in [0, 1] of OOD set `name` (all of them
+    if it holds fewer), at the ID image size; raises DataMissingError when its files are absent."""
+    from dualat.data import get_dataset, test_transform
+
+    if name not in OOD_SPLITS:
+        raise ValueError(f"evaluate.ood_sets: unknown set {name!r} (known: {', '.join(OOD_SPLITS)})")
+    e, size, dataset = cfg.evaluate, cfg.data.image_size, cfg.data.dataset
+    if name == "noise":  # drawn at the ID size directly: resizing would smooth the noise
+        ds = get_dataset("noise", n=e.ood_n, size=size, seed=e.seed)
+    else:
+        same_size = OOD_NATIVE_SIZE.get(name) == size
+        transform = test_transform(dataset) if same_size else test_transform(dataset, resize=True)
+        try:  # reads only the shards holding the first ood_n images
+            ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform, n=e.ood_n)
+        except ValueError:  # the set holds fewer than ood_n images: take them all
+            ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform)
+    return pipeline.stack(ds, e.ood_n)[0]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _timed(seconds: dict, key: str) -> Iterator[None]:
+    """Add the seconds spent inside the block to seconds[key]."""
+    t0 = time.time()
+    try:
+        yield
+    finally:
+        seconds[key] = seconds.get(key, 0.0) + time.time() - t0
+
+
+def _run(
+    group: str, cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, compute: Callable[[dict], dict]
+) -> dict:
+    """Run `compute` unless the model or a data source is missing; write out_dir/<group>.json."""
+    from dualat.data import DataMissingError
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0, seconds = time.time(), {}
+    reason = pipeline.read_status(Path(model_path).parent)
+    metrics = None
+    if reason is None:
+        try:
+            metrics = compute(seconds)
+        except DataMissingError as err:
+            reason = _missing(err)
+    if metrics is None:
+        metrics = _not_computed(group, cfg, reason)
+    write_record(
+        out_dir / f"{group}.json",
+        metrics,
+        config=to_dict(cfg),
+        checkpoint=model_path,
+        extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds},
+        wall_seconds=time.time() - t0,
+    )
+    return metrics
+
+
+def _autoattack_state(out_dir: Path, model_path: str | Path, settings: dict) -> Path:
+    """out_dir/autoattack_state.json, cleared when it was made for another checkpoint or settings.
+
+    The state's own check covers the data and the attack settings but not the model: without this
+    a retrained model would resume (and report) the previous model's per-sample results.
+    """
+    import json
+
+    from dualat.records import atomic_open, sha256_file
+
+    state, key_path = out_dir / "autoattack_state.json", out_dir / "autoattack_state.key.json"
+    key = {"checkpoint_sha256": sha256_file(model_path)} | settings
+    if not key_path.is_file() or json.loads(key_path.read_text()) != key:
+        state.unlink(missing_ok=True)
+        with atomic_open(key_path, "w") as f:
+            json.dump(key, f)
+    return state
+
+
+def _not_computed(group: str, cfg: Config, reason: NotComputed) -> dict:
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS[group], reason)
+    if group == "ood":
+        metrics["sets"] = dict.fromkeys(cfg.evaluate.ood_sets, reason)
+    return metrics
+
+
+def _missing(err: Exception) -> NotComputed:
+    """NotComputed for a DataMissingError: the dataset and the paths tried."""
+    tried = getattr(err, "tried", None)
+    if tried:
+        return NotComputed(f"{err.dataset}: data not found (tried {', '.join(tried)}; see README, Data)")
+    return NotComputed(str(err).splitlines()[0])
+
+
+def _nan_to_none(values: np.ndarray) -> list:
+    """A list for JSON, with NaN (empty reliability bins) as None."""
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in np.asarray(values).tolist()]
+
+
+def _chunks(n: int, batch_size: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    starts = range(0, n, batch_size)
+    return tqdm([(s, min(s + batch_size, n)) for s in starts], desc=desc, disable=not progress)
+
+
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int, dev, progress: bool):
+    """fn over batches of x (N, ...) moved to `dev`; results concatenated on the CPU."""
+    return torch.cat([fn(x[a:b].to(dev)).cpu() for a, b in _chunks(len(x), batch_size, progress, "attack")])
+
+
+def _probs(model: nn.Module, x: torch.Tensor, dev) -> torch.Tensor:
+    from dualat.metrics import predict_logits
+
+    return torch.softmax(predict_logits(model, x, len(x), dev), 1)
+
+
+def _first_test(cfg: Config, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n test images (0 = all), reusing x, y (the first data.n_test) where they suffice."""
+    if n != 0 and n <= len(x):
+        return x[:n], y[:n]
+    if cfg.data.n_test == 0:  # x is already the whole test set
+        return x, y
+    return pipeline.stack(pipeline.test_set(cfg, n=n))
+
+
+def _sample_all(
+    model: nn.Module, seeds, cfg: Config, T: int, features: Features, dev, *, keep_all: bool, progress: bool
+) -> dict:
+    """Features of conditional and unconditional samples from the first `sample.n_samples` seeds,
+    and of conditional samples at each T of `sample.steps_grid` from the first `n_grid_samples`.
+
+    Seeds are read and sampled one batch at a time, so only features (and the first N_SHOW images)
+    stay in memory. The grid continues one trajectory from T to the next larger T: the sampler is
+    deterministic, so x_T' = T' - T more steps from x_T.
+    """
+    from dualat.generate import balanced_labels, seed_images
+    from dualat.sampling import sample_conditional, sample_unconditional
+
+    s = cfg.sample
+    n, n_grid, grid = s.n_samples, s.n_grid_samples, sorted(set(s.steps_grid))
+    out: dict[str, Any] = {"conditional": [], "unconditional": [], "grid": {t: [] for t in grid}}
+    shown: dict[str, list] = {"seeds": [], "conditional": [], "unconditional": [], "labels": []}
+    kept = []
+    total = max(n, n_grid if grid else 0)
+    for start, stop in _chunks(total, s.batch_size, progress, "sampling"):
+        x0 = seed_images(seeds, stop - start, start).to(dev)  # (B, C, H, W)
+        y = balanced_labels(stop, cfg.data.num_classes)[start:].to(dev)  # seed i -> label i mod K
+        m, f_c = max(0, min(stop, n) - start), None
+        if m:
+            x_c = sample_conditional(model, x0[:m], y[:m], T, s.step_size).cpu()  # Eq. 14
+            x_u = sample_unconditional(model, x0[:m], T, s.step_size).cpu()  # Eq. 8
+            f_c = features(x_c)
+            out["conditional"].append(f_c)
+            out["unconditional"].append(features(x_u))
+            if keep_all:
+                kept.append((x_c * 255).round().to(torch.uint8))
+            if start < N_SHOW:
+                for key, v in (
+                    ("seeds", x0[:m].cpu()),
+                    ("conditional", x_c),
+                    ("unconditional", x_u),
+                    ("labels", y[:m]),
+                ):
+                    shown[key].append(v[: N_SHOW - start].cpu())
+        m_grid = max(0, min(stop, n_grid) - start) if grid else 0
+        x, done = x0[:m_grid], 0
+        for t in grid if m_grid else []:
+            x = sample_conditional(model, x, y[:m_grid], t - done, s.step_size)
+            done = t
+            out["grid"][t].append(f_c[:m_grid] if t == T and m >= m_grid else features(x.cpu()))
+    result = {key: np.concatenate(out[key]) for key in ("conditional", "unconditional")}
+    result["grid"] = {t: np.concatenate(f) for t, f in out["grid"].items()}
+    result["shown"] = {key: torch.cat(v) for key, v in shown.items()}
+    result["all_conditional"] = torch.cat(kept) if keep_all else None
+    return result
+
+
+def _save_sample_grids(out: dict, out_dir: Path) -> None:
+    """seeds.png, samples_conditional.png, samples_unconditional.png: the first N_SHOW seeds and
+    their samples, 10 per row, sorted by label (with K = 10, row k holds class k)."""
+    shown = out["shown"]
+    order = torch.argsort(shown["labels"], stable=True)
+    for key, name in (
+        ("seeds", "seeds"),
+        ("conditional", "samples_conditional"),
+        ("unconditional", "samples_unconditional"),
+    ):
+        _save_grid(shown[key][order], out_dir / f"{name}.png", 10)
+
+
+def _save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def _save_reliability(data: dict, path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    from dualat.metrics import plot_reliability
+
+    fig = Figure(figsize=(4, 4), layout="constrained")
+    plot_reliability(fig.subplots(), data, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

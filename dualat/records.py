@@ -1,0 +1,195 @@
+"""Evaluation records: one JSON file per evaluation, written atomically.
+
+A record holds the metrics, the config that produced them, the checkpoint (path + sha256), the
+git revision and library versions. A value that could not be computed is a `NotComputed`, which
+serialises as the string ``"not computed: <reason>"`` and is read back as a `NotComputed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+_NOT_COMPUTED_PREFIX = "not computed: "
+
+
+@dataclasses.dataclass(frozen=True)
+class NotComputed:
+    """A metric that could not be computed, with the reason why."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{_NOT_COMPUTED_PREFIX}{self.reason}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to `path`; on a clean exit rename it onto `path`.
+
+    A reader never sees a half-written file, and a killed writer leaves the old file intact.
+    `mode` is "w" (text) or "wb" (binary).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_revision(cwd: str | os.PathLike | None = None) -> str:
+    """`git rev-parse HEAD` of the repository holding `cwd` (default: this package).
+
+    Appends "-dirty" when tracked files differ from HEAD; returns "unknown" outside git, without
+    commits, or when git is missing. Never raises; never writes to the repository.
+    """
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        # --no-optional-locks: `status` must not refresh (write) the index.
+        out = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    try:
+        rev = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no") != ""
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("-dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of python, torch, torchvision, numpy."""
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:
+        tv = "not installed"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "numpy": np.__version__,
+    }
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert `obj` recursively into plain JSON types.
+
+    NotComputed -> its string; numpy/torch scalars -> Python numbers; arrays/tensors -> lists;
+    dataclasses -> dicts; paths -> strings; mapping keys -> strings.
+    """
+    if isinstance(obj, NotComputed):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON: {obj!r}")
+
+
+def _from_json(obj: Any) -> Any:
+    """Inverse of the NotComputed part of `to_jsonable`."""
+    if isinstance(obj, str) and obj.startswith(_NOT_COMPUTED_PREFIX):
+        return NotComputed(obj[len(_NOT_COMPUTED_PREFIX) :])
+    if isinstance(obj, dict):
+        return {k: _from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    return obj
+
+
+def write_record(
+    path: str | os.PathLike,
+    metrics: Mapping[str, Any],
+    *,
+    config: Any,
+    checkpoint: str | os.PathLike | None,
+    extra: Mapping[str, Any] | None = None,
+    wall_seconds: float | None = None,
+) -> dict:
+    """Write an evaluation record as JSON (atomically) and return what was written.
+
+    Keys: metrics, config, checkpoint ({path, sha256} or None), git_rev, versions, created
+    (UTC ISO time), and wall_seconds / extra when given. `config` may be a dict or a dataclass.
+    """
+    ckpt = None
+    if checkpoint is not None:
+        digest = (
+            sha256_file(checkpoint)
+            if Path(checkpoint).is_file()
+            else NotComputed(f"checkpoint file not found: {checkpoint}")
+        )
+        ckpt = {"path": os.fspath(checkpoint), "sha256": digest}
+    record: dict[str, Any] = {
+        "metrics": metrics,
+        "config": config,
+        "checkpoint": ckpt,
+        "git_rev": git_revision(),
+        "versions": library_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if wall_seconds is not None:
+        record["wall_seconds"] = float(wall_seconds)
+    if extra is not None:
+        record["extra"] = extra
+    record = to_jsonable(record)
+    with atomic_open(path, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    return record
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """Read a record written by `write_record`; "not computed: ..." strings become NotComputed."""
+    with open(path) as f:
+        return _from_json(json.load(f))
