@@ -10,8 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "losses", "metrics", "models",
-    "pipeline", "records", "reports", "sampling", "train",
+    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "evaluate", "explore", "generate", "losses",
+    "metrics", "models", "paper_values", "pipeline", "records", "reports", "sampling", "train",
 }  # fmt: skip
 
 

@@ -4,47 +4,21 @@ moment leaves either the old or the new file, never a torn one."""
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dualat.records import atomic_open, git_revision, library_versions
 
-def git_revision() -> str:
-    """`git rev-parse HEAD` (+ "-dirty" when the tree has changes); "unknown" outside git."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return rev + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
+__all__ = ["git_revision", "library_versions", "load", "save"]
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` with torch.save to `path` atomically (temp file + fsync + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `payload` with torch.save to `path` atomically (temp file + fsync + rename)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
+    return Path(path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

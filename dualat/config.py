@@ -58,6 +58,10 @@ def one_of(*allowed: str) -> dict:
     return _check(lambda v: v in allowed, f"must be one of {', '.join(allowed)}")
 
 
+def all_in(*allowed: str) -> dict:
+    return _check(lambda v: all(x in allowed for x in v), f"must hold only values of {', '.join(allowed)}")
+
+
 def all_positive() -> dict:
     return _check(lambda v: all(x > 0 for x in v), "must hold only values > 0")
 
@@ -165,6 +169,10 @@ class Stage2Config:
     eval_every_images: int = field(metadata=positive())
     eval_fid_samples: int = field(metadata=nonneg())  # 0 = no FID during training
     eval_n: int = field(metadata=nonneg())
+    ablation_kinds: tuple[str, ...] = field(
+        metadata=all_in("none", "flip", "crop_flip", "autoaugment")
+    )  # Figure 2: L_BCE augmentations compared (CIFAR-10)
+    ablation_images: int = field(metadata=positive())  # training budget of each ablation run
     fused: bool  # share forward/backward passes between the AT attack and the sampler
     amp_bf16: bool
     channels_last: bool

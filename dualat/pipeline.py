@@ -2,7 +2,7 @@
 run a training stage, and say `not computed: <reason>` when a data source is missing.
 
 Layout of artifacts (stable paths, no hyperparameters in names):
-    data/prepared/<dataset>/   status.json, fid_ref.npz (Inception statistics of the training set)
+    data/prepared/<dataset>/   status.json, fid_ref/stats.npz (Inception statistics of the training set)
     models/<dataset>/<method>/ best*.pt, last.pt, final.pt, history.json, status.json
 """
 
@@ -20,6 +20,26 @@ from dualat.config import Config, to_dict
 from dualat.records import NotComputed
 
 METHOD_STAGE = {"standard_at": "stage1", "ratio": "stage1", "dualat": "stage2"}
+# The reported model of each method: stage 1 / RATIO by best robust accuracy, Dual-AT by best FID.
+SELECTED = {"standard_at": "best.pt", "ratio": "best.pt", "dualat": "best_fid.pt"}
+
+
+def repo_root(start: str | Path = ".") -> Path:
+    """The folder holding params.yaml, from `start` upwards (notebooks run from notebooks/)."""
+    start = Path(start).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "params.yaml").exists():
+            return folder
+    raise FileNotFoundError(f"no params.yaml in {start} or above; open the notebook inside the dualat repository")
+
+
+def model_dir(dataset: str, method: str) -> Path:
+    return Path("models") / dataset / method
+
+
+def model_path(dataset: str, method: str) -> Path:
+    """The checkpoint of `method`'s reported model (relative to the repository root)."""
+    return model_dir(dataset, method) / SELECTED[method]
 
 
 def device() -> torch.device:
@@ -62,11 +82,40 @@ def ood_set(cfg: Config, transform=None):
     return get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood)
 
 
+def stack_range(dataset, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items start..stop-1 of a dataset as tensors (B, C, H, W), (B,)."""
+    items = [dataset[i] for i in range(start, stop)]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
 def stack(dataset, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n items (0 = all) as tensors (N, C, H, W), (N,)."""
+    return stack_range(dataset, 0, len(dataset) if n == 0 else min(n, len(dataset)))
+
+
+def real_features(dataset, n: int, features, cache: str | Path | None = None) -> tuple[Any, Any]:
+    """Inception features (M, D) and labels (M,) of the first n items (0 = all) of `dataset`,
+    computed batch by batch and cached in the .npz `cache` (recomputed when its count differs)."""
+    import numpy as np
+
+    from dualat.records import atomic_open
+
     n = len(dataset) if n == 0 else min(n, len(dataset))
-    items = [dataset[i] for i in range(n)]
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as f:
+            if int(f["n"]) == n:
+                return f["feats"].astype(np.float64), f["labels"]
+    feats, labels = [], []
+    for start in range(0, n, 256):
+        x, y = stack_range(dataset, start, min(start + 256, n))
+        feats.append(features(x))
+        labels.append(y.numpy())
+    feats_all, labels_all = np.concatenate(feats), np.concatenate(labels)
+    if cache is not None:
+        with atomic_open(cache, "wb") as f:
+            # Inception computes in float32, so float32 storage loses nothing and halves the file.
+            np.savez(f, feats=feats_all.astype(np.float32), labels=labels_all, n=n)
+    return feats_all, labels_all
 
 
 def missing_data(cfg: Config) -> NotComputed | None:
@@ -76,7 +125,7 @@ def missing_data(cfg: Config) -> NotComputed | None:
     try:
         train_set(cfg), test_set(cfg), ood_set(cfg)
     except DataMissingError as e:
-        return NotComputed(str(e).splitlines()[0] + f" (see README, Data; details: {e})")
+        return NotComputed(" ".join(str(e).split()) + " (README: Data)")
     return None
 
 
@@ -140,29 +189,38 @@ def _takes_device() -> bool:
 
 
 def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, Any]:
-    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`."""
+    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`;
+    their features and labels are cached beside it (features.npz, reused by the counterfactuals)."""
     from dualat.data import test_transform
     from dualat.metrics import cached_stats
 
     def compute():
-        x, _ = stack(train_set(cfg, test_transform(cfg.data.dataset)), cfg.sample.fid_ref_n)
-        return (features or inception())(x)
+        train = train_set(cfg, test_transform(cfg.data.dataset))
+        return real_features(
+            train, cfg.sample.fid_ref_n, features or inception(), Path(path).with_name("features.npz")
+        )[0]
 
     return cached_stats(path, compute)
+
+
+def real_features_path(dataset: str) -> Path:
+    """Features and labels of the FID reference images (written by the prepare stage)."""
+    return fid_ref_path(dataset).with_name("features.npz")
 
 
 def sample_fid_fn(cfg: Config, ref_path: str | Path):
     """fid(model, n): FID of n class-balanced conditional samples (Table 8's T for Dual-AT)."""
     from dualat.data import test_transform
     from dualat.generate import balanced_labels, generate, seed_images
-    from dualat.metrics import feature_stats, fid_from_stats
+    from dualat.metrics import fid_to_reference
 
     features = inception()
-    mu_ref, sigma_ref = reference_stats(cfg, ref_path, features)
+    reference_stats(cfg, ref_path, features)
     seeds_all = ood_set(cfg, test_transform(cfg.data.dataset))
 
     def fid(model: nn.Module, n: int) -> float:
-        seeds = seed_images(seeds_all, n)
+        # seeds after the n_samples used by the final evaluation: selection and report stay apart
+        seeds = seed_images(seeds_all, n, offset=cfg.sample.n_samples)
         x = generate(
             model,
             seeds,
@@ -171,8 +229,7 @@ def sample_fid_fn(cfg: Config, ref_path: str | Path):
             balanced_labels(n, cfg.data.num_classes),
             cfg.sample.batch_size,
         )
-        mu, sigma = feature_stats(features(x))
-        return fid_from_stats(mu, sigma, mu_ref, sigma_ref)
+        return fid_to_reference(features(x), ref_path)
 
     return fid
 
@@ -180,21 +237,29 @@ def sample_fid_fn(cfg: Config, ref_path: str | Path):
 # --- stages ---------------------------------------------------------------------------------------
 
 
+def prepared_dir(dataset: str) -> Path:
+    return Path("data/prepared") / dataset
+
+
+def fid_ref_path(dataset: str) -> Path:
+    """The cached Inception statistics of the training set (FID reference, A.2)."""
+    return prepared_dir(dataset) / "fid_ref" / "stats.npz"
+
+
 def prepare(cfg: Config, out_dir: str | Path) -> dict:
-    """Check every data source of the dataset and cache the FID reference statistics."""
+    """Check every data source of the dataset (out_dir/status.json, read by the training stages)
+    and cache the FID reference statistics (out_dir/fid_ref/, read by the evaluation stages).
+    Each status file changes only when its content does, so DVC skips what does not depend on it."""
     out_dir = Path(out_dir)
     reason = missing_data(cfg)
-    if reason is not None:
-        return write_status(out_dir, reason)
-    t0 = time.time()
-    mu, _ = reference_stats(cfg, out_dir / "fid_ref.npz")
-    info = {
-        "n_train": len(train_set(cfg)),
-        "n_test": len(test_set(cfg)),
-        "n_ood": len(ood_set(cfg)),
-        "fid_ref_dim": len(mu),
-    }
-    return write_status(out_dir, None, seconds=time.time() - t0, **info)
+    info = {} if reason else {"n_train": len(train_set(cfg)), "n_test": len(test_set(cfg)), "n_ood": len(ood_set(cfg))}
+    status = write_status(out_dir, reason, **info)
+    if reason is None:
+        mu, _ = reference_stats(cfg, out_dir / "fid_ref" / "stats.npz")
+        write_status(out_dir / "fid_ref", None, n_images=cfg.sample.fid_ref_n or info["n_train"], dim=len(mu))
+    else:
+        write_status(out_dir / "fid_ref", reason)
+    return status
 
 
 def train(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ class Run:
             "extra": {k: v.state_dict() for k, v in (self.extra or {}).items()},
             "config": self.config,
             "git_rev": ckpt.git_revision(),
-            "versions": ckpt.versions(),
+            "versions": ckpt.library_versions(),
             "rng": torch.get_rng_state(),
         }
         return ckpt.save(self.out_dir / name, payload)
@@ -132,6 +133,13 @@ class Run:
         if not path.exists():
             return False
         state = ckpt.load(path)
+        if state["config"] != self.config:  # other settings: keep the old run aside, start afresh
+            path.rename(self.out_dir / "last.superseded.pt")
+            warnings.warn(
+                f"{path} was written with other settings; kept as last.superseded.pt, training starts afresh",
+                stacklevel=2,
+            )
+            return False
         self.model.load_state_dict(state["model"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])
@@ -150,7 +158,7 @@ class Run:
         holds the trained (non-EMA) weights of the same step."""
         payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
         payload["config"] = self.config
-        payload.update(git_rev=ckpt.git_revision(), versions=ckpt.versions())
+        payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
         return ckpt.save(self.out_dir / name, payload)
 
     def write_history(self) -> None:

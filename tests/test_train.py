@@ -26,7 +26,7 @@ SAMPLER = SamplerConfig(
 STAGE2 = Stage2Config(
     images=64, batch_size=8, init="ema", optim=dataclasses.replace(OPTIM, lr=0.01, schedule="constant"), ema=EMA,
     attack=PLAIN, sampler=SAMPLER, eval_every_images=32, eval_fid_samples=0, eval_n=0, fused=True,
-    amp_bf16=False, channels_last=False, seed=0,
+    amp_bf16=False, channels_last=False, seed=0, ablation_kinds=("crop_flip",), ablation_images=64,
 )  # fmt: skip
 RATIO = RatioConfig(lam=1.0, ood_attack=dataclasses.replace(ATTACK, eps=1.0), ood_augmentation="generative")
 
@@ -161,13 +161,27 @@ def test_stage2_single_pass_gradients_equal_separate_passes():
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     model = _model()
     s, _, _ = _streams()
-    train_stage1(model, dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), tmp_path, progress=False)
+    train_stage1(model, STAGE1, s, 4, _test_xy(), tmp_path, stop_after=4, progress=False)
     good = checkpoint.load(tmp_path / "last.pt")
     poisoned = _data()
     poisoned.tensors[0][:] = float("nan")  # the resumed run meets NaN inputs
     with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
         s = BatchStream(poisoned, 8, 0)
-        train_stage1(_model(), dataclasses.replace(STAGE1, epochs=2), s, 4, _test_xy(), tmp_path, progress=False)
+        train_stage1(_model(), STAGE1, s, 4, _test_xy(), tmp_path, progress=False)
     after = checkpoint.load(tmp_path / "last.pt")
     assert after["step"] == good["step"] == 4
     assert all(torch.equal(good["model"][k], after["model"][k]) for k in good["model"])
+
+
+def test_resume_with_other_settings_starts_afresh_and_keeps_the_old_run(tmp_path):
+    s, _, _ = _streams()
+    train_stage1(_model(), STAGE1, s, 4, _test_xy(), tmp_path, stop_after=2, checkpoint_every=1, progress=False)
+    old = checkpoint.load(tmp_path / "last.pt")
+    s, _, _ = _streams()
+    with pytest.warns(UserWarning, match="other settings"):
+        result = train_stage1(
+            _model(), dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), tmp_path, progress=False
+        )
+    assert result["steps"] == 4  # a full fresh run of the new settings, not a continuation
+    kept = checkpoint.load(tmp_path / "last.superseded.pt")
+    assert kept["step"] == old["step"] == 2

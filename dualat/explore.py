@@ -1,0 +1,94 @@
+"""Helpers of notebooks/explore.ipynb: draw samples, make counterfactuals, look at scores."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dualat.config import AttackConfig, Config
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def conditional_samples(model: nn.Module, cfg: Config, n: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(seeds, samples): n OOD seeds in fixed order and their class-conditional samples (Eq. 14),
+    seed i with label i mod K."""
+    from dualat import pipeline
+    from dualat.data import test_transform
+    from dualat.generate import balanced_labels, generate, seed_images
+
+    seeds = seed_images(pipeline.ood_set(cfg, test_transform(cfg.data.dataset)), n)
+    return seeds, generate(model, seeds, T, cfg.sample.step_size, balanced_labels(n, cfg.data.num_classes))
+
+
+def unconditional_samples(model: nn.Module, cfg: Config, seeds: torch.Tensor, T: int) -> torch.Tensor:
+    """Samples of the marginal energy (Eq. 8) from the given seeds."""
+    from dualat.generate import generate
+
+    return generate(model, seeds, T, cfg.sample.step_size)
+
+
+def show_pairs(top: torch.Tensor, bottom: torch.Tensor, ncol: int = 10):
+    """A figure with the images of `top` above those of `bottom`, ncol per row."""
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    grid = make_grid(torch.cat([top[:ncol], bottom[:ncol]]), nrow=ncol, padding=1)
+    fig, ax = plt.subplots(figsize=(ncol * 1.0, 2.4))
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.set_axis_off()
+    return fig
+
+
+def counterfactuals(
+    model: nn.Module, x: torch.Tensor, eps: float, steps: int = 50, step_factor: float = 2.5
+) -> torch.Tensor:
+    """Counterfactuals of one image x (C, H, W) towards every class: (K, C, H, W)."""
+    from dualat.attacks import pgd_target
+
+    device = _device(model)
+    with torch.no_grad():
+        K = model(x[None].to(device)).shape[1]
+    cfg = AttackConfig(eps=eps, step_size=step_factor * eps / steps, steps=steps, variant="ratio", momentum=0.9)
+    return pgd_target(model, x[None].repeat(K, 1, 1, 1).to(device), torch.arange(K, device=device), cfg).cpu()
+
+
+def show_counterfactuals(model: nn.Module, cfg: Config, image_index: int, eps: float):
+    """Test image `image_index` and its counterfactuals towards each class, with p(t|x')."""
+    import matplotlib.pyplot as plt
+
+    from dualat import pipeline
+
+    x, y = pipeline.test_set(cfg, n=image_index + 1)[image_index]
+    cf = counterfactuals(model, x, eps)
+    with torch.no_grad():
+        p = torch.softmax(model(cf.to(_device(model))), 1).diagonal().cpu()
+    fig, axes = plt.subplots(1, len(cf) + 1, figsize=(1.3 * (len(cf) + 1), 1.8))
+    for ax, img, title in zip(axes, [x, *cf], [f"x (y={y})"] + [f"t={t}\n{p[t]:.2f}" for t in range(len(cf))]):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=7)
+        ax.set_axis_off()
+    return fig
+
+
+def score_table(model: nn.Module, sets: dict[str, torch.Tensor]):
+    """Mean energy E(x), -E(x) and max_y p(y|x) of each image set (pandas DataFrame)."""
+    import pandas as pd
+
+    from dualat.metrics import predict_logits
+
+    rows = []
+    for name, x in sets.items():
+        logits = predict_logits(model, x, batch_size=250, device=_device(model))
+        energy = -torch.logsumexp(logits, 1)
+        rows.append(
+            {
+                "set": name,
+                "n": len(x),
+                "E(x) mean": energy.mean().item(),
+                "max p(y|x) mean": torch.softmax(logits, 1).amax(1).mean().item(),
+            }
+        )
+    return pd.DataFrame(rows)

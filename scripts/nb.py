@@ -1,0 +1,29 @@
+"""Run one pipeline notebook with papermill and export it to HTML, in one process.
+
+usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
+  executes notebooks/NOTEBOOK.ipynb with the parameters NAME=VALUE (strings) and writes
+  reports/notebooks/NOTEBOOK[-TAG].ipynb and .html
+"""
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    name, tag, *pairs = argv
+    params = dict(p.split("=", 1) for p in pairs)
+    out = Path("reports/notebooks") / (f"{name}-{tag}" if tag else name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
+    )
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(f"{out}.ipynb", as_version=4))
+    out.with_suffix(".html").write_text(body)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
