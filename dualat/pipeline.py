@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dualat import distributed
 from dualat.config import Config, to_dict
 from dualat.records import NotComputed
 
@@ -43,6 +44,7 @@ def model_path(dataset: str, method: str) -> Path:
 
 
 def device() -> torch.device:
+    """The current GPU: the first visible one, under torchrun this process's (`distributed.init_from_env`)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -133,12 +135,14 @@ def missing_data(cfg: Config) -> NotComputed | None:
 
 
 def write_status(out_dir: str | Path, reason: NotComputed | None, **info: Any) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     status = {"computed": reason is None, "reason": None if reason is None else reason.reason} | info
-    tmp = out_dir / ".status.json.tmp"
-    tmp.write_text(json.dumps(status, indent=1, default=str))
-    tmp.replace(out_dir / "status.json")
+    if distributed.is_main():
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / ".status.json.tmp"
+        tmp.write_text(json.dumps(status, indent=1, default=str))
+        tmp.replace(out_dir / "status.json")
+    distributed.barrier()  # under torchrun rank 0 writes; the others go on once it is there
     return status
 
 
@@ -272,7 +276,10 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Train `method` (standard_at | ratio | dualat) into out_dir; dualat starts from `init`."""
+    """Train `method` (standard_at | ratio | dualat) into out_dir; dualat starts from `init`.
+
+    Under torchrun (after `distributed.init_from_env()`) every process trains on its shard of the
+    training and OOD sets with the same seeds; batch sizes are per process."""
     from dualat.data import BatchStream, classification_transform, derive_seed, generative_transform, stage2_streams
     from dualat.train import train_stage1, train_stage2
 
@@ -283,6 +290,11 @@ def train(
     if reason is not None:
         return write_status(out_dir, reason, method=method)
     t0 = time.time()
+    rank, world = distributed.rank(), distributed.world_size()
+
+    def part(dataset):  # this process's shard of a training or OOD set
+        return dataset if world == 1 else distributed.shard(dataset, rank, world)
+
     torch.manual_seed(cfg.stage1.seed)
     model = new_model(cfg)
     data_name = cfg.data.dataset
@@ -291,13 +303,11 @@ def train(
     if method in ("standard_at", "ratio"):
         s = cfg.stage1
         ds = train_set(cfg, classification_transform(data_name))
-        stream = BatchStream(
-            ds,
-            s.batch_size,
-            s.seed,
-            workers=cfg.data.workers,
-            weights=getattr(ds, "sample_weights", None) if cfg.data.rin_balance else None,
-        )
+        weights = getattr(ds, "sample_weights", None) if cfg.data.rin_balance else None
+        ds = part(ds)
+        if weights is not None and world > 1:
+            weights = weights[ds.indices]
+        stream = BatchStream(ds, s.batch_size, s.seed, workers=cfg.data.workers, weights=weights)
         ood_stream = None
         if method == "ratio":
             aug = (
@@ -305,7 +315,9 @@ def train(
                 if cfg.ratio.ood_augmentation == "classification"
                 else generative_transform(data_name)
             )
-            ood_stream = BatchStream(ood_set(cfg, aug), s.batch_size, derive_seed(s.seed, 1), workers=cfg.data.workers)
+            ood_stream = BatchStream(
+                part(ood_set(cfg, aug)), s.batch_size, derive_seed(s.seed, 1), workers=cfg.data.workers
+            )
         result = train_stage1(
             model, s, stream, len(stream.sampler), (x_test, y_test), out_dir,
             ratio=cfg.ratio if method == "ratio" else None, ood_stream=ood_stream, config=config,
@@ -317,9 +329,9 @@ def train(
         s = cfg.stage2
         model = load_model(cfg, init, "model" if s.init == "ema" else "plain").train()
         streams = stage2_streams(
-            train_set(cfg, classification_transform(data_name)),
-            train_set(cfg, generative_transform(data_name, s.sampler.augmentation)),
-            ood_set(cfg, generative_transform(data_name, s.sampler.augmentation)),
+            part(train_set(cfg, classification_transform(data_name))),
+            part(train_set(cfg, generative_transform(data_name, s.sampler.augmentation))),
+            part(ood_set(cfg, generative_transform(data_name, s.sampler.augmentation))),
             s.batch_size, s.seed, cfg.data.workers,
         )  # fmt: skip
         fid_fn = sample_fid_fn(cfg, ref_path) if ref_path is not None and s.eval_fid_samples > 0 else None

@@ -3,6 +3,9 @@ BN frozen). Loops return their history; checkpoints are atomic and resumable.
 
 A loop takes infinite batch streams (objects with `__next__`, `state_dict`, `load_state_dict`,
 see `dualat.data`), so resuming restores the exact batches an uninterrupted run would see.
+
+Under torchrun (`dualat.distributed`) the loss pass runs through DDP, every rank keeps identical
+weights, EMA, curriculum and history, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from dualat import checkpoint as ckpt
+from dualat import distributed
 from dualat.attacks import pgd_ce, pgd_uniform_ce
 from dualat.config import AttackConfig, OptimConfig, RatioConfig, Stage1Config, Stage2Config, to_dict
 from dualat.curriculum import Curriculum
@@ -86,7 +90,7 @@ def robust_accuracy(
 
 
 def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss_sum):
+    if not torch.isfinite(distributed.all_mean(loss_sum)):  # all ranks stop together
         raise NonFiniteLoss(
             f"the loss became NaN/inf before step {step}; the last good checkpoint was kept. "
             "Lower the learning rate or the sampler step size and resume."
@@ -110,6 +114,8 @@ class Run:
     extra: dict | None = None  # e.g. the curriculum
 
     def save(self, name: str = "last.pt") -> Path:
+        if not distributed.is_main():  # the ranks hold the same state; rank 0 writes it
+            return self.out_dir / name
         payload = {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
@@ -130,11 +136,13 @@ class Run:
     def resume(self) -> bool:
         """Restore from out_dir/last.pt if it exists; True when resumed."""
         path = self.out_dir / "last.pt"
-        if not path.exists():
+        state = ckpt.load(path) if path.exists() else None
+        distributed.barrier()  # every rank has read last.pt before rank 0 may set it aside
+        if state is None:
             return False
-        state = ckpt.load(path)
         if state["config"] != self.config:  # other settings: keep the old run aside, start afresh
-            path.rename(self.out_dir / "last.superseded.pt")
+            if distributed.is_main():
+                path.rename(self.out_dir / "last.superseded.pt")
             warnings.warn(
                 f"{path} was written with other settings; kept as last.superseded.pt, training starts afresh",
                 stacklevel=2,
@@ -156,12 +164,16 @@ class Run:
     def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
         """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
         holds the trained (non-EMA) weights of the same step."""
+        if not distributed.is_main():
+            return self.out_dir / name
         payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
         payload["config"] = self.config
         payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
         return ckpt.save(self.out_dir / name, payload)
 
     def write_history(self) -> None:
+        if not distributed.is_main():
+            return
         tmp = self.out_dir / ".history.json.tmp"
         tmp.write_text(json.dumps(self.history, indent=1))
         tmp.replace(self.out_dir / "history.json")
@@ -170,6 +182,7 @@ class Run:
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
+    enabled = enabled and distributed.is_main()  # one bar, rank 0's
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
 
 
@@ -197,10 +210,14 @@ def train_stage1(
     out_dir/best.pt: the weights with the best PGD robust test accuracy (EMA weights when EMA is
     on, as stage 2 starts from them). `stop_after` ends the loop early after that many steps
     (to simulate a kill in tests). Returns {"history", "best", "steps"}.
+
+    Distributed: gradients are averaged by DDP; BN normalises with each rank's own batch and
+    the running statistics are averaged over ranks after every step.
     """
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
     total = cfg.epochs * steps_per_epoch
+    net = distributed.wrap(model)  # for the loss pass (attacks use the bare model); rank 0's weights
     opt = make_optimizer(model, cfg.optim)
     streams = {"train": train_stream} | ({"ood": ood_stream} if ratio else {})
     run = Run(
@@ -219,7 +236,7 @@ def train_stage1(
         if ratio is not None:
             x_ood = next(ood_stream)[0].to(device, non_blocking=True)
             inputs.append(pgd_uniform_ce(model, x_ood, ratio.ood_attack))
-        logits = model(torch.cat(inputs))  # one BN-train-mode pass over in- and out-distribution
+        logits = net(torch.cat(inputs))  # one BN-train-mode pass over in- and out-distribution
         loss, stats = at_ce(logits[: len(x)], y)
         if ratio is not None:
             l_ood, ood_stats = ratio_ood(logits[len(x) :])
@@ -228,6 +245,7 @@ def train_stage1(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        distributed.sync_buffers(model)  # the same BN statistics on every rank
         run.scheduler.step()
         if run.ema:
             run.ema.update(model)
@@ -240,7 +258,7 @@ def train_stage1(
             selected = run.ema.module if run.ema else model
             metrics = robust_accuracy(selected, x_test, y_test, cfg.attack)
             metrics |= {"step": run.step, "epoch": run.step / steps_per_epoch, "lr": opt.param_groups[0]["lr"]}
-            metrics |= {k: float(v) for k, v in stats.items()}
+            metrics |= {k: float(v) for k, v in distributed.all_mean_stats(stats).items()}
             run.history.append(metrics)
             bar.set_postfix(robust=f"{metrics['robust_acc']:.3f}", clean=f"{metrics['clean_acc']:.3f}")
             if metrics["robust_acc"] > run.best["robust_acc"]:
@@ -256,6 +274,7 @@ def train_stage1(
     run.save()
     final = run.ema.module if run.ema else model
     run.save_weights("final.pt", final, run.history[-1] if run.history else {})
+    distributed.barrier()  # no rank goes on before rank 0 has written
     return {"history": run.history, "best": run.best, "steps": run.step}
 
 
@@ -268,17 +287,20 @@ def stage2_step(
     cfg: Stage2Config,
     batch: tuple[torch.Tensor, ...],
     T: int,
+    loss_model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One Dual-AT iteration (Algorithm 1) on (x, y, x_hat, y_hat, x0); BN must be frozen.
 
-    Returns (loss, stats) with stats as device tensors (auc, bce, at_ce, ...).
+    `loss_model` runs the loss pass (default `model`): a DDP wrapper of `model` averages the
+    gradients over ranks. Returns (loss, stats) with stats as device tensors (auc, bce, at_ce, ...).
     """
     x, y, x_hat, y_hat, x0 = batch
     B = x.shape[0]
     # y' = labels of the x_hat batch: ancestral sampling from the data's label marginal
     x_adv, x_T = attack_and_sample(model, x, y, x0, y_hat, cfg.attack, T, cfg.sampler.step_size, cfg.fused)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp_bf16):
-        logits = model(torch.cat([x_adv, x_hat, x_T])).float()  # BN frozen: one pass, same as three
+        net = model if loss_model is None else loss_model
+        logits = net(torch.cat([x_adv, x_hat, x_T])).float()  # BN frozen: one pass, same as three
     l_ce, stats = at_ce(logits[:B], y)
     logits_hat, logits_T = logits[B : B + len(x_hat)], logits[B + len(x_hat) :]
     l_bce, bce_stats = bce_energy(logits_hat, logits_T, cfg.sampler.bce_reduction)
@@ -313,12 +335,17 @@ def train_stage2(
     PGD robust accuracy on the test tensors and, with `fid_fn(model, n)`, FID of n samples. The
     log (for Figures 2 and 4) is out_dir/history.json; best_fid.pt and best_acc.pt hold the
     selected weights, last.pt the resumable state. Stops after `cfg.images` images.
+
+    Distributed: `cfg.images` and `cfg.batch_size` count per rank (N ranks see N x images in all);
+    gradients are averaged by DDP; the curriculum and the history get batch statistics averaged
+    over ranks, so T is the same on every rank.
     """
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
     freeze_bn(model)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    net = distributed.wrap(model)  # for the loss pass, after freeze_bn: BN buffers never change
     B = cfg.batch_size
     total = math.ceil(cfg.images / B)
     opt = make_optimizer(model, cfg.optim)
@@ -350,10 +377,11 @@ def train_stage2(
         if cfg.channels_last:
             batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch)
         T = curriculum.T
-        loss, stats = stage2_step(model, opt, cfg, batch, T)
+        loss, stats = stage2_step(model, opt, cfg, batch, T, net)
         run.scheduler.step()
         if run.ema:
             run.ema.update(model)
+        stats = distributed.all_mean_stats(stats)  # the same AUC and L_BCE, hence T, on every rank
         curriculum.update(stats["auc"], stats["bce"])
         run.step += 1
         loss_sum += loss.detach()
@@ -388,4 +416,5 @@ def train_stage2(
     run.save()
     final = run.ema.module if run.ema else model
     run.save_weights("final.pt", final, run.history[-1] if run.history else {})
+    distributed.barrier()  # no rank goes on before rank 0 has written
     return {"history": run.history, "best": run.best, "steps": run.step, "T": curriculum.T}

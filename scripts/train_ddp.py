@@ -1,0 +1,43 @@
+"""Train one method on several GPUs with DistributedDataParallel, one process per GPU.
+
+usage (from the repository root):
+  torchrun --nproc_per_node=4 scripts/train_ddp.py --dataset cifar10 --method standard_at
+  torchrun --nproc_per_node=4 scripts/train_ddp.py --dataset cifar10 --method dualat \\
+      --init models/cifar10/standard_at/best.pt
+then `dvc commit` the stage it stands in for (e.g. `dvc commit dualat@cifar10`).
+
+Batch sizes in params.yaml are per process: N processes train with N x batch_size images per
+step. The output folder (default models/<dataset>/<method>/) is written by rank 0 only; a killed
+run resumes from its last.pt with the same number of processes. Without torchrun the script
+trains in one process, as the notebooks do.
+"""
+
+import argparse
+
+from dualat import config, distributed, pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--method", required=True, choices=sorted(pipeline.METHOD_STAGE))
+    parser.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
+    parser.add_argument("--out", default=None, help="output folder (default: models/<dataset>/<method>)")
+    parser.add_argument("--init", default=None, help="dualat's stage-1 checkpoint (default: that of standard_at)")
+    args = parser.parse_args()
+
+    distributed.init_from_env()
+    cfg = config.load(dataset=args.dataset, profile=args.profile)
+    out = args.out or pipeline.model_dir(args.dataset, args.method)
+    init, ref_path = None, None
+    if args.method == "dualat":  # as notebooks/03_train_dualat.ipynb
+        init = args.init or pipeline.model_path(args.dataset, "standard_at")
+        ref_path = pipeline.fid_ref_path(args.dataset)
+    status = pipeline.train(cfg, args.method, out, init=init, ref_path=ref_path)
+    if distributed.is_main():
+        print(status)
+    distributed.close()
+
+
+if __name__ == "__main__":
+    main()
