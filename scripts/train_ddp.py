@@ -4,7 +4,8 @@ usage (from the repository root):
   torchrun --nproc_per_node=4 scripts/train_ddp.py --dataset cifar10 --method standard_at
   torchrun --nproc_per_node=4 scripts/train_ddp.py --dataset cifar10 --method dualat \\
       --init models/cifar10/standard_at/best.pt
-then `dvc commit` the stage it stands in for (e.g. `dvc commit dualat@cifar10`).
+The DVC pipeline itself runs single-process notebooks; a torchrun run is not recorded by DVC.
+Use --out to keep it apart and evaluate its checkpoint with dualat.evaluate / explore.ipynb.
 
 Batch sizes in params.yaml are per process: N processes train with N x batch_size images per
 step. The output folder (default models/<dataset>/<method>/) is written by rank 0 only; a killed
