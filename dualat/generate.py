@@ -3,7 +3,6 @@ samples (Eq. 8) from OOD seeds taken in a fixed order, and their FID."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -46,8 +45,3 @@ def generate(
             x = sample_conditional(model, x0, labels[i : i + batch_size].to(device), T, eta)
         out.append(x.cpu())
     return torch.cat(out)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> (N, H, W, C) uint8, rounded (as a saved PNG would hold)."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()

@@ -179,17 +179,10 @@ def load_model(cfg: Config, path: str | Path, key: str = "model") -> nn.Module:
 
 
 def inception(user_path: str | None = None):
+    """The FID Inception network on the pipeline's device (weights: see metrics.inception_path)."""
     from dualat.metrics import InceptionFeatures
 
-    return InceptionFeatures(user_path, device=device()) if _takes_device() else InceptionFeatures(user_path)
-
-
-def _takes_device() -> bool:
-    import inspect
-
-    from dualat.metrics import InceptionFeatures
-
-    return "device" in inspect.signature(InceptionFeatures).parameters
+    return InceptionFeatures(user_path, device=device())
 
 
 def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, Any]:
