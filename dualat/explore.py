@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dualat.config import AttackConfig, Config
+from dualat.config import Config
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -42,17 +42,16 @@ def show_pairs(top: torch.Tensor, bottom: torch.Tensor, ncol: int = 10):
     return fig
 
 
-def counterfactuals(
-    model: nn.Module, x: torch.Tensor, eps: float, steps: int = 50, step_factor: float = 2.5
-) -> torch.Tensor:
-    """Counterfactuals of one image x (C, H, W) towards every class: (K, C, H, W)."""
+def counterfactuals(model: nn.Module, x: torch.Tensor, eps: float, cfg: Config) -> torch.Tensor:
+    """Counterfactuals of one image x (C, H, W) towards every class with the evaluation's
+    counterfactual attack (`evaluate.counterfactual_attack`): (K, C, H, W)."""
     from dualat.attacks import pgd_target
+    from dualat.evaluate import counterfactual_attack
 
     device = _device(model)
-    with torch.no_grad():
-        K = model(x[None].to(device)).shape[1]
-    cfg = AttackConfig(eps=eps, step_size=step_factor * eps / steps, steps=steps, variant="ratio", momentum=0.9)
-    return pgd_target(model, x[None].repeat(K, 1, 1, 1).to(device), torch.arange(K, device=device), cfg).cpu()
+    K = cfg.data.num_classes
+    x_rep, t = x[None].repeat(K, 1, 1, 1).to(device), torch.arange(K, device=device)
+    return pgd_target(model, x_rep, t, counterfactual_attack(eps, cfg.evaluate)).cpu()
 
 
 def show_counterfactuals(model: nn.Module, cfg: Config, image_index: int, eps: float):
@@ -62,7 +61,7 @@ def show_counterfactuals(model: nn.Module, cfg: Config, image_index: int, eps: f
     from dualat import pipeline
 
     x, y = pipeline.test_set(cfg, n=image_index + 1)[image_index]
-    cf = counterfactuals(model, x, eps)
+    cf = counterfactuals(model, x, eps, cfg)
     with torch.no_grad():
         p = torch.softmax(model(cf.to(_device(model))), 1).diagonal().cpu()
     fig, axes = plt.subplots(1, len(cf) + 1, figsize=(1.3 * (len(cf) + 1), 1.8))

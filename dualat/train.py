@@ -75,18 +75,15 @@ def robust_accuracy(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, batch_size: int = 250
 ) -> dict:
     """Clean and PGD accuracy of `model` on x (N, C, H, W) in [0, 1], y (N,)."""
-    clean = adv = 0
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        with torch.no_grad():
-            clean += (model(xb).argmax(1) == yb).sum().item()
-        x_adv = pgd_ce(model, xb, yb, attack)
-        with torch.no_grad():
-            adv += (model(x_adv).argmax(1) == yb).sum().item()
-    model.train(was_training)
-    return {"clean_acc": clean / len(x), "robust_acc": adv / len(x)}
+    from functools import partial
+
+    from dualat.metrics import clean_accuracy, pgd_accuracy
+
+    device = next(model.parameters()).device
+    return {
+        "clean_acc": clean_accuracy(model, x, y, batch_size, device),
+        "robust_acc": pgd_accuracy(model, x, y, partial(pgd_ce, cfg=attack), batch_size, device),
+    }
 
 
 def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
