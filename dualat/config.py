@@ -19,6 +19,7 @@ dotted key and the value, e.g. ``stage2.sampler.step_size must be > 0, got -0.1`
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from typing import Any
 PROFILES = ("paper", "quick")
 DATASETS = ("cifar10", "cifar100", "rin")
 METHODS = ("standard_at", "ratio", "dualat")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "rin": 9}
+# OOD test sets of Tables 10-12 (`evaluate.ood_sets`); "tinyimagenet32" is the offline stand-in.
+OOD_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet32", "imagenet_od", "noise")
 
 
 class ConfigError(ValueError):
@@ -192,7 +196,7 @@ class SampleConfig:
 
     step_size: float = field(metadata=positive())
     steps: MethodSteps
-    steps_grid: tuple[int, ...]  # Table 8 grid search over T
+    steps_grid: tuple[int, ...] = field(metadata=all_positive())  # Table 8 grid search over T
     n_samples: int = field(metadata=positive())  # FID/IS sample count (50K in the paper)
     n_grid_samples: int = field(metadata=positive())  # samples per grid point
     fid_ref_n: int = field(metadata=nonneg())  # training images for the reference stats; 0 = all
@@ -210,7 +214,7 @@ class EvaluateConfig:
     ece_bins: int = field(metadata=positive())
     ood_n: int = field(metadata=positive())  # OOD images per set (1024 in the paper)
     ood_attack: AttackConfig
-    ood_sets: tuple[str, ...]
+    ood_sets: tuple[str, ...] = field(metadata=all_in(*OOD_SETS))
     cf_eps: tuple[float, ...] = field(metadata=all_positive())  # counterfactual eps grid
     cf_steps: int = field(metadata=positive())
     cf_step_factor: float = field(metadata=positive())  # step size = factor * eps / steps
@@ -259,14 +263,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _is_number(value):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            raise ConfigError(
+                f"{key} is the string {value!r}: YAML needs a dot in the mantissa, write {_yaml_float(value)}"
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation for {key}: {tp}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _yaml_float(text: str) -> str:
+    """'1e-3' -> '1.0e-3': the spelling YAML reads as a float."""
+    mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent}" if exponent else mantissa
 
 
 def build(cls: type, raw: Any, prefix: str = "") -> Any:
@@ -360,9 +385,26 @@ def load(
     if not isinstance(data_root, str):
         raise ConfigError(f"data_root must be a string, got {data_root!r}")
     cfg = Config(profile=profile, data_root=data_root, **sections)
-    if cfg.data.dataset != dataset:
-        raise ConfigError(f"data.dataset must be {dataset!r} inside the {dataset} block, got {cfg.data.dataset!r}")
+    check(cfg, dataset)
     return cfg
+
+
+def check(cfg: Config, dataset: str) -> None:
+    """Checks between keys, at load time (before any data is read or any model is built)."""
+    where = f"{cfg.profile}.{dataset}"
+    if cfg.data.dataset != dataset:
+        raise ConfigError(
+            f"{where}.data.dataset must be {dataset!r} inside the {dataset} block, got {cfg.data.dataset!r}"
+        )
+    if cfg.data.num_classes != NUM_CLASSES[dataset]:
+        raise ConfigError(
+            f"{where}.data.num_classes is {cfg.data.num_classes} but {dataset} has {NUM_CLASSES[dataset]} classes"
+        )
+    m = cfg.model
+    if m.arch == "wrn" and (m.depth < 10 or (m.depth - 4) % 6):
+        raise ConfigError(f"{where}.model.depth must be 6n+4 for a WideResNet (10, 16, 22, 28, 34, ...), got {m.depth}")
+    if m.arch == "resnet50" and m.depth != 50:
+        raise ConfigError(f"{where}.model.depth must be 50 for arch resnet50, got {m.depth}")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -27,7 +27,7 @@ from torch import nn
 
 from dualat import pipeline
 from dualat.config import METHODS, AttackConfig, Config, EvaluateConfig, to_dict
-from dualat.records import NotComputed, write_record
+from dualat.records import NotComputed, read_record, to_jsonable, write_record
 
 Features = Callable[[torch.Tensor], np.ndarray]  # images (N, 3, H, W) in [0, 1] -> features (N, D)
 
@@ -70,14 +70,13 @@ def accuracy(cfg: Config, method: str, model_path: str | Path, out_dir: str | Pa
     out_dir/autoattack_state.json.
     """
 
-    def compute(seconds: dict) -> dict:
+    def compute(model: nn.Module, seconds: dict) -> dict:
         from functools import partial
 
         from dualat.attacks import pgd_ce
         from dualat.metrics import autoattack_accuracy, pgd_accuracy, predict_logits, reliability_diagram_data
 
         e, dev = cfg.evaluate, pipeline.device()
-        model = pipeline.load_model(cfg, model_path)
         x, y = pipeline.stack(pipeline.test_set(cfg))  # (N, C, H, W), (N,)
         with _timed(seconds, "clean"):
             logits = predict_logits(model, x, e.batch_size, dev, progress)
@@ -108,7 +107,7 @@ def accuracy(cfg: Config, method: str, model_path: str | Path, out_dir: str | Pa
             "n_test": len(x),
         }
 
-    return _run("accuracy", cfg, method, model_path, out_dir, compute)
+    return _run("accuracy", cfg, method, model_path, out_dir, compute, reuse={})
 
 
 def generation(
@@ -131,12 +130,11 @@ def generation(
     """
     T = getattr(cfg.sample.steps, method) if method in METHODS else None
 
-    def compute(seconds: dict) -> dict:
+    def compute(model: nn.Module, seconds: dict) -> dict:
         from dualat.data import test_transform
         from dualat.metrics import fid_to_reference, inception_score
 
         s, dev = cfg.sample, pipeline.device()
-        model = pipeline.load_model(cfg, model_path)
         feats_fn = features or pipeline.inception()
         with _timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists
             pipeline.reference_stats(cfg, ref_stats_path, feats_fn)
@@ -168,7 +166,8 @@ def generation(
             },
         }
 
-    return _run("generation", cfg, method, model_path, out_dir, compute)
+    reuse = {"is_weights": str(is_weights)} if features is None else None
+    return _run("generation", cfg, method, model_path, out_dir, compute, reuse)
 
 
 def counterfactuals(
@@ -189,16 +188,17 @@ def counterfactuals(
     Writes out_dir/counterfactuals.json and counterfactuals.png (8 rows: original, then each eps).
     """
 
-    def compute(seconds: dict) -> dict:
+    def compute(model: nn.Module, seconds: dict) -> dict:
         from dualat.data import test_transform
         from dualat.metrics import classwise_fid
 
         e, K, dev = cfg.evaluate, cfg.data.num_classes, pipeline.device()
-        model = pipeline.load_model(cfg, model_path)
         feats_fn = features or pipeline.inception()
         train = pipeline.train_set(cfg, test_transform(cfg.data.dataset))
         with _timed(seconds, "real_features"):
-            feats_real, labels_real = pipeline.real_features(train, cfg.sample.fid_ref_n, feats_fn, real_features_cache)
+            feats_real, labels_real = pipeline.real_features(
+                train, cfg.sample.fid_ref_n, feats_fn, real_features_cache, pipeline.fid_ref_key(cfg)
+            )
         n = len(train) if e.cf_n == 0 else min(e.cf_n, len(train))
         # t = y + offset mod K with offset uniform in 1..K-1: uniform over the classes != y.
         offset = torch.randint(1, K, (n,), generator=torch.Generator().manual_seed(e.seed))
@@ -227,7 +227,7 @@ def counterfactuals(
         _save_grid(torch.cat(shown).flatten(0, 1), Path(out_dir) / "counterfactuals.png", 1 + len(e.cf_eps))
         return result | {"n": n}
 
-    return _run("counterfactuals", cfg, method, model_path, out_dir, compute)
+    return _run("counterfactuals", cfg, method, model_path, out_dir, compute, {} if features is None else None)
 
 
 def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
@@ -239,7 +239,7 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
     Writes out_dir/ood.json.
     """
 
-    def compute(seconds: dict) -> dict:
+    def compute(model: nn.Module, seconds: dict) -> dict:
         from functools import partial
 
         from dualat.attacks import pgd_logsumexp, pgd_uniform_ce
@@ -247,7 +247,6 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
         from dualat.metrics import auroc, predict_logits, score_max_prob, score_neg_energy
 
         e, dev = cfg.evaluate, pipeline.device()
-        model = pipeline.load_model(cfg, model_path)
         x_id, _ = pipeline.stack(pipeline.test_set(cfg))
         logits_id = predict_logits(model, x_id, e.batch_size, dev, progress)
         scores = {"max_prob": (score_max_prob, pgd_uniform_ce), "neg_energy": (score_neg_energy, pgd_logsumexp)}
@@ -272,7 +271,7 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
             sets[name] = cell
         return {"sets": sets, "n_id": len(x_id), "ood_n": e.ood_n}
 
-    return _run("ood", cfg, method, model_path, out_dir, compute)
+    return _run("ood", cfg, method, model_path, out_dir, compute, reuse={})
 
 
 # --- pieces callers may reuse --------------------------------------------------------------------
@@ -329,9 +328,18 @@ def _timed(seconds: dict, key: str) -> Iterator[None]:
 
 
 def _run(
-    group: str, cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, compute: Callable[[dict], dict]
+    group: str,
+    cfg: Config,
+    method: str,
+    model_path: str | Path,
+    out_dir: str | Path,
+    compute: Callable[[nn.Module, dict], dict],
+    reuse: dict | None = None,
 ) -> dict:
-    """Run `compute` unless the model or a data source is missing; write out_dir/<group>.json."""
+    """Run `compute(model, seconds)` unless the model or a data source is missing; write
+    out_dir/<group>.json. With `reuse` (what else the numbers depend on; None = never reuse, e.g.
+    for a caller's own feature function) a record of the same key (`_record_key`) is returned as
+    it is."""
     from dualat.data import DataMissingError
 
     if method not in METHODS:
@@ -340,23 +348,72 @@ def _run(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0, seconds = time.time(), {}
     reason = pipeline.read_status(Path(model_path).parent)
+    key = _record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
+    previous = out_dir / f"{group}.json"
+    if key is not None and previous.is_file():
+        record = read_record(previous)
+        if record.get("extra", {}).get("key") == to_jsonable(key):
+            return record["metrics"]  # the same model, settings, data and code: nothing to redo
     metrics = None
     if reason is None:
+        model = pipeline.load_model(cfg, model_path)
+        check_finite_outputs(model, cfg, model_path)
         try:
-            metrics = compute(seconds)
+            metrics = compute(model, seconds)
         except DataMissingError as err:
             reason = _missing(err)
     if metrics is None:
         metrics = _not_computed(group, cfg, reason)
     write_record(
-        out_dir / f"{group}.json",
+        previous,
         metrics,
         config=to_dict(cfg),
         checkpoint=model_path,
-        extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds},
+        extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
+        | {"model_file": _model_choice(cfg, method, model_path)},
         wall_seconds=time.time() - t0,
     )
     return metrics
+
+
+def _record_key(group: str, cfg: Config, method: str, model_path: str | Path) -> dict:
+    """What an evaluation's numbers depend on: settings, checkpoint bytes, data files, code."""
+    from dualat.data.fingerprint import fingerprint
+    from dualat.records import sha256_file
+    from dualat.runs import NOT_EVALUATION_CODE, code_hash
+
+    names = list(dict.fromkeys([cfg.data.dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
+    return {
+        "group": group,
+        "method": method,
+        "config": to_dict(cfg),
+        "checkpoint_sha256": sha256_file(model_path),
+        "data": fingerprint(names, cfg.data_root)["sha256"],
+        "code": code_hash(NOT_EVALUATION_CODE),
+    }
+
+
+def _model_choice(cfg: Config, method: str, model_path: str | Path) -> str:
+    """Which file was evaluated and why (the pipeline's selected model, or a user's file)."""
+    selected, why = pipeline.selected_model(cfg, method)
+    return why if Path(model_path) == selected else f"{model_path}: given by the caller"
+
+
+def check_finite_outputs(model: nn.Module, cfg: Config, model_path: str | Path, n: int = 16) -> None:
+    """Stop before any work when the model's weights or its logits on `n` uniform-noise images
+    of the data's size are NaN/inf (a diverged run would otherwise give FID numbers of NaN images
+    or crash deep inside AutoAttack or sklearn)."""
+    bad = [name for name, p in model.state_dict().items() if p.dtype.is_floating_point and not torch.isfinite(p).all()]
+    dev = next(model.parameters()).device
+    x = torch.rand(n, 3, cfg.data.image_size, cfg.data.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        finite = bool(torch.isfinite(model(x.to(dev))).all())
+    if bad or not finite:
+        where = f" (non-finite tensors: {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+        raise ValueError(
+            f"model output is NaN/inf for {model_path}{where}; it cannot be evaluated. "
+            "Retrain it (a NaN/inf stop keeps the last good last.pt) or evaluate another checkpoint."
+        )
 
 
 def _autoattack_state(out_dir: Path, model_path: str | Path, settings: dict) -> Path:

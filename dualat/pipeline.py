@@ -9,16 +9,15 @@ Layout of artifacts (stable paths, no hyperparameters in names):
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from dualat import distributed
+from dualat import distributed, runs
 from dualat.config import Config, to_dict
-from dualat.records import NotComputed
+from dualat.records import NotComputed, atomic_open, dumps_strict, sha256_file
 
 METHOD_STAGE = {"standard_at": "stage1", "ratio": "stage1", "dualat": "stage2"}
 # The reported model of each method: stage 1 / RATIO by best robust accuracy, Dual-AT by best FID.
@@ -38,9 +37,24 @@ def model_dir(dataset: str, method: str) -> Path:
     return Path("models") / dataset / method
 
 
-def model_path(dataset: str, method: str) -> Path:
-    """The checkpoint of `method`'s reported model (relative to the repository root)."""
-    return model_dir(dataset, method) / SELECTED[method]
+def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
+    """The checkpoint reported for `method` and why that one (recorded with every evaluation).
+
+    standard_at / ratio: best.pt (best PGD robust test accuracy). dualat: best_fid.pt (best FID
+    during training), or final.pt when `stage2.eval_fid_samples` is 0 (no FID, so no selection).
+    """
+    folder = model_dir(cfg.data.dataset, method)
+    if method == "dualat" and cfg.stage2.eval_fid_samples == 0:
+        return folder / "final.pt", "final.pt: stage2.eval_fid_samples is 0, so no best-FID checkpoint exists"
+    why = "best FID during training" if method == "dualat" else "best PGD robust accuracy during training"
+    return folder / SELECTED[method], f"{SELECTED[method]}: {why}"
+
+
+def data_fingerprint(cfg: Config) -> dict[str, str]:
+    """sha256 of the file list (names and sizes) of the training set and of p_ood."""
+    from dualat.data.fingerprint import fingerprint
+
+    return fingerprint([cfg.data.dataset, cfg.data.ood], cfg.data_root)["sha256"]
 
 
 def device() -> torch.device:
@@ -95,17 +109,19 @@ def stack(dataset, n: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return stack_range(dataset, 0, len(dataset) if n == 0 else min(n, len(dataset)))
 
 
-def real_features(dataset, n: int, features, cache: str | Path | None = None) -> tuple[Any, Any]:
+def real_features(
+    dataset, n: int, features, cache: str | Path | None = None, key: dict | None = None
+) -> tuple[Any, Any]:
     """Inception features (M, D) and labels (M,) of the first n items (0 = all) of `dataset`,
-    computed batch by batch and cached in the .npz `cache` (recomputed when its count differs)."""
+    computed batch by batch and cached in the .npz `cache` under `key` (recomputed when the
+    cached file was made from other images: another key or count)."""
     import numpy as np
 
-    from dualat.records import atomic_open
-
     n = len(dataset) if n == 0 else min(n, len(dataset))
+    stamp = json.dumps({"n": n} | (key or {}), sort_keys=True)
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as f:
-            if int(f["n"]) == n:
+            if "key" in f and str(f["key"]) == stamp:
                 return f["feats"].astype(np.float64), f["labels"]
     feats, labels = [], []
     for start in range(0, n, 256):
@@ -116,7 +132,7 @@ def real_features(dataset, n: int, features, cache: str | Path | None = None) ->
     if cache is not None:
         with atomic_open(cache, "wb") as f:
             # Inception computes in float32, so float32 storage loses nothing and halves the file.
-            np.savez(f, feats=feats_all.astype(np.float32), labels=labels_all, n=n)
+            np.savez(f, feats=feats_all.astype(np.float32), labels=labels_all, key=np.array(stamp))
     return feats_all, labels_all
 
 
@@ -137,11 +153,8 @@ def missing_data(cfg: Config) -> NotComputed | None:
 def write_status(out_dir: str | Path, reason: NotComputed | None, **info: Any) -> dict:
     status = {"computed": reason is None, "reason": None if reason is None else reason.reason} | info
     if distributed.is_main():
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / ".status.json.tmp"
-        tmp.write_text(json.dumps(status, indent=1, default=str))
-        tmp.replace(out_dir / "status.json")
+        with atomic_open(Path(out_dir) / "status.json", "w") as f:
+            f.write(dumps_strict(status))
     distributed.barrier()  # under torchrun rank 0 writes; the others go on once it is there
     return status
 
@@ -164,15 +177,66 @@ def new_model(cfg: Config) -> nn.Module:
     return build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor).to(device())
 
 
-def load_model(cfg: Config, path: str | Path, key: str = "model") -> nn.Module:
-    """A trained model in eval mode from a checkpoint: its selected weights (`key` "model", the
-    EMA weights where EMA is on) or the trained weights ("plain"); or a released state dict."""
-    from dualat import checkpoint
-    from dualat.models import load_released
+def load_model(cfg: Config, path: str | Path, weights: str = "selected") -> nn.Module:
+    """A model in eval mode from a checkpoint of this project or any state dict.
 
+    `weights`: "selected" = the weights the run selected (EMA weights where the run used EMA),
+    "ema" (refused when the file holds none), or "plain" (the trained, non-EMA weights).
+    Project checkpoints: best*.pt / final.pt hold "model" (selected) and "plain"; last.pt holds
+    "model" (plain) and "ema". Other files: a state dict, or one wrapped as {"state_dict": ...}
+    or {"model": ...}, with the prefixes of `models.strip_prefixes` removed; then only "selected"
+    or "plain" make sense and both mean the file's weights.
+    """
+    from dualat import checkpoint
+
+    if weights not in ("selected", "ema", "plain"):
+        raise ValueError(f"weights must be selected, ema or plain, got {weights!r}")
     state = checkpoint.load(path)
-    weights = state[key] if key in state else state
-    return load_released(new_model(cfg), weights).eval()
+    state_dict = _weights_of(state, weights, Path(path))
+    model = new_model(cfg)
+    try:
+        from dualat.models import load_released
+
+        load_released(model, state_dict)
+    except RuntimeError:
+        saved = _described(state, state_dict)
+        ours = f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}, {cfg.data.num_classes} classes"
+        raise ValueError(
+            f"{path} holds a {saved} model; params.yaml ({cfg.profile}.{cfg.data.dataset}) wants {ours}"
+        ) from None
+    return model.eval()
+
+
+def _weights_of(state: dict, weights: str, path: Path) -> dict:
+    """The state dict asked for by `weights` inside a loaded checkpoint (see `load_model`)."""
+    if "optimizer" in state and "ema" in state:  # a resumable last.pt of this project
+        uses_ema = state["ema"] is not None
+        if weights == "ema" or (weights == "selected" and uses_ema):
+            if not uses_ema:
+                raise ValueError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
+            return state["ema"]["module"]
+        return state["model"]
+    if "plain" in state and "model" in state:  # best*.pt / final.pt of this project
+        if weights == "ema" and not state.get("ema", True):
+            raise ValueError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
+        return state["plain"] if weights == "plain" else state["model"]
+    if weights == "ema":
+        raise ValueError(f"{path} is a plain state dict; it has no separate EMA weights")
+    for wrapper in ("state_dict", "model"):  # {"state_dict": {...}} and similar wrappers
+        if isinstance(state.get(wrapper), dict):
+            return state[wrapper]
+    return state
+
+
+def _described(state: dict, state_dict: dict) -> str:
+    """The architecture a checkpoint was saved with: its saved config, else read off the shapes."""
+    saved = state.get("config") if isinstance(state.get("config"), dict) else None
+    if saved and "model" in saved and "data" in saved:
+        m = saved["model"]
+        return f"{m['arch']}-{m['depth']}-{m['widen_factor']}, {saved['data']['num_classes']} classes"
+    fc = next((v for k, v in state_dict.items() if k.endswith("fc.weight")), None)
+    classes = f"{fc.shape[0]} classes" if fc is not None else "unknown class count"
+    return f"{len(state_dict)}-tensor ({classes}) state-dict"
 
 
 # --- FID of a model's samples -----------------------------------------------------------------------
@@ -185,19 +249,38 @@ def inception(user_path: str | None = None):
     return InceptionFeatures(user_path, device=device())
 
 
+def fid_ref_key(cfg: Config) -> dict:
+    """What the FID reference statistics are computed from; a cached file of another key is
+    recomputed, never reused (e.g. the quick profile's 500-image reference in a paper run)."""
+    from dualat.metrics import inception_path
+
+    weights = inception_path()
+    return {
+        "profile": cfg.profile,
+        "dataset": cfg.data.dataset,
+        "split": "train",
+        "n": cfg.sample.fid_ref_n,
+        "data": data_fingerprint(cfg)[cfg.data.dataset],
+        "mode": "clean",  # clean-fid's preprocessing (metrics.generative)
+        "weights": f"{weights.name} ({weights.stat().st_size} bytes)",
+    }
+
+
 def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, Any]:
-    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`;
-    their features and labels are cached beside it (features.npz, reused by the counterfactuals)."""
+    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`
+    under `fid_ref_key(cfg)`; their features and labels are cached beside it (features.npz,
+    reused by the counterfactuals)."""
     from dualat.data import test_transform
     from dualat.metrics import cached_stats
 
+    key = fid_ref_key(cfg)
+
     def compute():
         train = train_set(cfg, test_transform(cfg.data.dataset))
-        return real_features(
-            train, cfg.sample.fid_ref_n, features or inception(), Path(path).with_name("features.npz")
-        )[0]
+        cache = Path(path).with_name("features.npz")
+        return real_features(train, cfg.sample.fid_ref_n, features or inception(), cache, key)[0]
 
-    return cached_stats(path, compute)
+    return cached_stats(path, compute, key)
 
 
 def real_features_path(dataset: str) -> Path:
@@ -250,6 +333,7 @@ def prepare(cfg: Config, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     reason = missing_data(cfg)
     info = {} if reason else {"n_train": len(train_set(cfg)), "n_test": len(test_set(cfg)), "n_ood": len(ood_set(cfg))}
+    info["data_sha256"] = data_fingerprint(cfg)  # a changed data file reruns the stages after this one
     status = write_status(out_dir, reason, **info)
     if reason is None:
         mu, _ = reference_stats(cfg, out_dir / "fid_ref" / "stats.npz")
@@ -282,7 +366,6 @@ def train(
     reason = missing_data(cfg) or (read_status(Path(init).parent) if init is not None else None)
     if reason is not None:
         return write_status(out_dir, reason, method=method)
-    t0 = time.time()
     rank, world = distributed.rank(), distributed.world_size()
 
     def part(dataset):  # this process's shard of a training or OOD set
@@ -293,6 +376,9 @@ def train(
     data_name = cfg.data.dataset
     x_test, y_test = stack(test_set(cfg))
     config = {"profile": cfg.profile, "method": method} | to_dict(cfg)
+    key = runs.resume_key(
+        to_dict(cfg), runs.RESUME_KEYS[method], data=data_fingerprint(cfg), init=sha256_file(init) if init else None
+    )
     if method in ("standard_at", "ratio"):
         s = cfg.stage1
         ds = train_set(cfg, classification_transform(data_name))
@@ -313,14 +399,14 @@ def train(
             )
         result = train_stage1(
             model, s, stream, len(stream.sampler), (x_test, y_test), out_dir,
-            ratio=cfg.ratio if method == "ratio" else None, ood_stream=ood_stream, config=config,
+            ratio=cfg.ratio if method == "ratio" else None, ood_stream=ood_stream, config=config, key=key,
             progress=progress, stop_after=stop_after,
         )  # fmt: skip
     else:
         if init is None:
             raise ValueError("dualat training needs init=<stage-1 checkpoint>")
         s = cfg.stage2
-        model = load_model(cfg, init, "model" if s.init == "ema" else "plain").train()
+        model = load_model(cfg, init, "ema" if s.init == "ema" else "plain").train()
         streams = stage2_streams(
             part(train_set(cfg, classification_transform(data_name))),
             part(train_set(cfg, generative_transform(data_name, s.sampler.augmentation))),
@@ -330,13 +416,13 @@ def train(
         fid_fn = sample_fid_fn(cfg, ref_path) if ref_path is not None and s.eval_fid_samples > 0 else None
         result = train_stage2(
             model, s, streams.cls, streams.gen, streams.ood, (x_test, y_test), out_dir,
-            fid_fn=fid_fn, config=config, progress=progress, stop_after=stop_after,
+            fid_fn=fid_fn, config=config, key=key, progress=progress, stop_after=stop_after,
         )  # fmt: skip
     return write_status(
         out_dir,
         None,
         method=method,
-        seconds=time.time() - t0,
+        seconds=result["seconds"],  # training time over every resume
         steps=result["steps"],
         best=result["best"],
         T=result.get("T"),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -57,6 +59,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+    _remove_orphans(path)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files of `path` left by writers that were killed (see `atomic_open`).
+
+    Only one process writes a given path (rank 0 under torchrun), so after its own successful
+    write every other `.<name>.*.tmp` beside it is an orphan."""
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            orphan.unlink()
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
@@ -116,25 +129,33 @@ def to_jsonable(obj: Any) -> Any:
     """Convert `obj` recursively into plain JSON types.
 
     NotComputed -> its string; numpy/torch scalars -> Python numbers; arrays/tensors -> lists;
-    dataclasses -> dicts; paths -> strings; mapping keys -> strings.
+    dataclasses -> dicts; paths -> strings; mapping keys -> strings; NaN and +-inf -> None
+    (strict JSON has no such numbers).
     """
     if isinstance(obj, NotComputed):
         return str(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (np.generic, np.ndarray)):
-        return obj.tolist()
+        return to_jsonable(obj.tolist())
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().tolist()
+        return to_jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return to_jsonable(dataclasses.asdict(obj))
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON: {obj!r}")
+
+
+def dumps_strict(obj: Any) -> str:
+    """`obj` as strict JSON text (via `to_jsonable`; never `NaN` or `Infinity`)."""
+    return json.dumps(to_jsonable(obj), indent=1, allow_nan=False)
 
 
 def _from_json(obj: Any) -> Any:
@@ -184,7 +205,7 @@ def write_record(
         record["extra"] = extra
     record = to_jsonable(record)
     with atomic_open(path, "w") as f:
-        json.dump(record, f, indent=2)
+        json.dump(record, f, indent=2, allow_nan=False)
         f.write("\n")
     return record
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ import torch
 from torch import nn
 
 from dualat import checkpoint as ckpt
-from dualat import distributed
+from dualat import distributed, runs
 from dualat.attacks import pgd_ce, pgd_uniform_ce
 from dualat.config import AttackConfig, OptimConfig, RatioConfig, Stage1Config, Stage2Config, to_dict
 from dualat.curriculum import Curriculum
 from dualat.ema import EMA
 from dualat.losses import at_ce, bce_energy, pairwise_auc, ratio_ood
+from dualat.records import atomic_open, dumps_strict
 from dualat.sampling import attack_and_sample
 
 
@@ -86,17 +88,33 @@ def robust_accuracy(
     }
 
 
-def _check_finite(loss_sum: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(distributed.all_mean(loss_sum)):  # all ranks stop together
-        raise NonFiniteLoss(
-            f"the loss became NaN/inf before step {step}; the last good checkpoint was kept. "
-            "Lower the learning rate or the sampler step size and resume."
-        )
+def _check_finite(loss_sum: torch.Tensor, run: Run) -> None:
+    """Stop on a NaN/inf loss, leaving the last good checkpoint and `nonfinite.json`, which lets
+    the next run resume from that checkpoint across a change of `runs.RECOVERY_KEYS`."""
+    if torch.isfinite(distributed.all_mean(loss_sum)):  # all ranks stop together
+        return
+    text = (
+        f"the loss became NaN/inf before step {run.step}; the last good checkpoint "
+        f"({run.out_dir / 'last.pt'}) was kept. Lower the learning rate (optim.lr) or the sampler "
+        "step size (stage2.sampler.step_size) in params.yaml and rerun: training resumes from it."
+    )
+    if distributed.is_main():
+        with atomic_open(run.out_dir / NONFINITE, "w") as f:
+            json.dump({"step": run.step, "message": text}, f)
+    raise NonFiniteLoss(text)
+
+
+NONFINITE = "nonfinite.json"  # written by a NaN/inf stop; removed by the run that recovers
 
 
 @dataclass
 class Run:
-    """Everything a loop needs to save and restore."""
+    """Everything a loop needs to save and restore.
+
+    `key` identifies the run (`dualat.runs`: trajectory keys, data, code): `resume` continues a
+    last.pt of the same key and sets any other run aside whole. `config` is the full config,
+    stored for the record. `lr` is the configured learning rate (applied on a NaN recovery).
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -105,10 +123,17 @@ class Run:
     streams: dict[str, Any]
     out_dir: Path
     config: dict
+    key: dict
+    lr: float
+    curriculum: Curriculum | None = None
     step: int = 0
+    seconds: float = 0.0  # training time over every process that worked on this run
     history: list[dict] | None = None
     best: dict | None = None
-    extra: dict | None = None  # e.g. the curriculum
+    _t0: float = field(default_factory=time.time)
+
+    def elapsed(self) -> float:
+        return self.seconds + time.time() - self._t0
 
     def save(self, name: str = "last.pt") -> Path:
         if not distributed.is_main():  # the ranks hold the same state; rank 0 writes it
@@ -119,10 +144,12 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "curriculum": self.curriculum.state_dict() if self.curriculum else None,
             "step": self.step,
+            "seconds": self.elapsed(),
             "history": self.history,
             "best": self.best,
-            "extra": {k: v.state_dict() for k, v in (self.extra or {}).items()},
+            "key": self.key,
             "config": self.config,
             "git_rev": ckpt.git_revision(),
             "versions": ckpt.library_versions(),
@@ -131,19 +158,22 @@ class Run:
         return ckpt.save(self.out_dir / name, payload)
 
     def resume(self) -> bool:
-        """Restore from out_dir/last.pt if it exists; True when resumed."""
+        """Continue out_dir/last.pt when its key equals ours (or differs in `runs.RECOVERY_KEYS`
+        only after a NaN/inf stop); otherwise move the earlier run aside whole (`runs.set_aside`).
+        True when resumed."""
         path = self.out_dir / "last.pt"
         state = ckpt.load(path) if path.exists() else None
-        distributed.barrier()  # every rank has read last.pt before rank 0 may set it aside
+        distributed.barrier()  # every rank has read last.pt before rank 0 may move it
         if state is None:
             return False
-        if state["config"] != self.config:  # other settings: keep the old run aside, start afresh
+        old_key = state.get("key", {})
+        recovering = (
+            old_key != self.key and (self.out_dir / NONFINITE).is_file() and runs.recoverable(old_key, self.key)
+        )
+        if old_key != self.key and not recovering:
             if distributed.is_main():
-                path.rename(self.out_dir / "last.superseded.pt")
-            warnings.warn(
-                f"{path} was written with other settings; kept as last.superseded.pt, training starts afresh",
-                stacklevel=2,
-            )
+                runs.set_aside(self.out_dir, runs.differences(old_key, self.key))
+            distributed.barrier()
             return False
         self.model.load_state_dict(state["model"])
         if self.ema:
@@ -152,28 +182,52 @@ class Run:
         self.scheduler.load_state_dict(state["scheduler"])
         for k, s in self.streams.items():
             s.load_state_dict(state["streams"][k])
-        for k, v in (self.extra or {}).items():
-            v.load_state_dict(state["extra"][k])
+        if self.curriculum:
+            self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        self.seconds, self._t0 = state["seconds"], time.time()
         torch.set_rng_state(state["rng"])
+        if recovering:
+            self._recover(runs.differences(old_key, self.key))
         return True
+
+    def _recover(self, diff: list[str]) -> None:
+        """After a NaN/inf stop: take the new learning rate (the schedule keeps its shape) and
+        note the change in the history."""
+        self.scheduler.base_lrs = [self.lr for _ in self.optimizer.param_groups]
+        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["initial_lr"] = self.lr
+            group["lr"] = self.lr * factor(self.scheduler.last_epoch)
+        self.history.append({"step": self.step, "resumed_after_nonfinite": diff})
+        warnings.warn(
+            f"resuming {self.out_dir} at step {self.step} after a NaN/inf stop with: {'; '.join(diff)}", stacklevel=3
+        )
+        if distributed.is_main():
+            (self.out_dir / NONFINITE).unlink()
+
+    def finished(self, total: int) -> bool:
+        """True when the run is complete on disk (resumed at its last step with final.pt written)."""
+        return self.step >= total and (self.out_dir / "final.pt").is_file()
+
+    def result(self) -> dict:
+        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": self.elapsed()}
 
     def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
         """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
-        holds the trained (non-EMA) weights of the same step."""
+        holds the trained (non-EMA) weights of the same step. Both keys hold EMA-free weights
+        when EMA is off."""
         if not distributed.is_main():
             return self.out_dir / name
         payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
-        payload["config"] = self.config
+        payload |= {"ema": self.ema is not None, "key": self.key, "config": self.config}
         payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
         return ckpt.save(self.out_dir / name, payload)
 
     def write_history(self) -> None:
         if not distributed.is_main():
             return
-        tmp = self.out_dir / ".history.json.tmp"
-        tmp.write_text(json.dumps(self.history, indent=1))
-        tmp.replace(self.out_dir / "history.json")
+        with atomic_open(self.out_dir / "history.json", "w") as f:
+            f.write(dumps_strict(self.history))
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool):
@@ -197,6 +251,7 @@ def train_stage1(
     ratio: RatioConfig | None = None,
     ood_stream: Iterator | None = None,
     config: dict | None = None,
+    key: dict | None = None,
     checkpoint_every: int = 100,
     stop_after: int | None = None,
     progress: bool = True,
@@ -217,11 +272,14 @@ def train_stage1(
     net = distributed.wrap(model)  # for the loss pass (attacks use the bare model); rank 0's weights
     opt = make_optimizer(model, cfg.optim)
     streams = {"train": train_stream} | ({"ood": ood_stream} if ratio else {})
+    config = config or {"stage1": to_dict(cfg)} | ({"ratio": to_dict(ratio)} if ratio else {})
     run = Run(
         model, opt, make_schedule(opt, cfg.optim, steps_per_epoch, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
-        streams, out_dir, config or {"stage1": to_dict(cfg)}, history=[], best={"robust_acc": -1.0},
+        streams, out_dir, config, key or runs.resume_key(config, ("stage1", "ratio")), cfg.optim.lr,
+        history=[], best={"robust_acc": -1.0},
     )  # fmt: skip
-    run.resume()
+    if run.resume() and run.finished(total):
+        return run.result()  # nothing to do: the files on disk are the result
     x_test, y_test = (t.to(device) for t in test_xy)
     loss_sum = torch.zeros((), device=device)
     bar = _progress(total, run.step, "stage 1" if ratio is None else "RATIO", progress)
@@ -251,7 +309,7 @@ def train_stage1(
         bar.update(1)
         epoch_end = run.step % steps_per_epoch == 0
         if epoch_end and (run.step // steps_per_epoch) % cfg.eval_every_epochs == 0 or run.step == total:
-            _check_finite(loss_sum, run.step)
+            _check_finite(loss_sum, run)
             selected = run.ema.module if run.ema else model
             metrics = robust_accuracy(selected, x_test, y_test, cfg.attack)
             metrics |= {"step": run.step, "epoch": run.step / steps_per_epoch, "lr": opt.param_groups[0]["lr"]}
@@ -264,15 +322,15 @@ def train_stage1(
             run.save()
             run.write_history()
         elif run.step % checkpoint_every == 0:
-            _check_finite(loss_sum, run.step)
+            _check_finite(loss_sum, run)
             run.save()
     bar.close()
-    _check_finite(loss_sum, run.step)
+    _check_finite(loss_sum, run)
     run.save()
     final = run.ema.module if run.ema else model
     run.save_weights("final.pt", final, run.history[-1] if run.history else {})
     distributed.barrier()  # no rank goes on before rank 0 has written
-    return {"history": run.history, "best": run.best, "steps": run.step}
+    return run.result()
 
 
 # --- stage 2 --------------------------------------------------------------------------------------
@@ -322,6 +380,7 @@ def train_stage2(
     *,
     fid_fn: Callable[[nn.Module, int], float] | None = None,
     config: dict | None = None,
+    key: dict | None = None,
     checkpoint_every: int = 100,
     stop_after: int | None = None,
     progress: bool = True,
@@ -354,12 +413,15 @@ def train_stage2(
         B,
         device,
     )
+    config = config or {"stage2": to_dict(cfg)}
     run = Run(
         model, opt, make_schedule(opt, cfg.optim, 1, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
-        {"cls": cls_stream, "gen": gen_stream, "ood": ood_stream}, out_dir, config or {"stage2": to_dict(cfg)},
-        history=[], best={"fid": float("inf"), "robust_acc": -1.0}, extra={"curriculum": curriculum},
+        {"cls": cls_stream, "gen": gen_stream, "ood": ood_stream}, out_dir, config,
+        key or runs.resume_key(config, ("stage2",)), cfg.optim.lr, curriculum=curriculum,
+        history=[], best={"fid": None, "robust_acc": -1.0},
     )  # fmt: skip
-    run.resume()
+    if run.resume() and run.finished(total):
+        return run.result() | {"T": curriculum.T}  # nothing to do: the files on disk are the result
     x_test, y_test = (t.to(device) for t in test_xy)
     eval_every = max(1, cfg.eval_every_images // B)
     loss_sum = torch.zeros((), device=device)
@@ -386,7 +448,7 @@ def train_stage2(
             sums[k] = sums.get(k, 0) + v
         bar.update(1)
         if run.step % eval_every == 0 or run.step == total:
-            _check_finite(loss_sum, run.step)
+            _check_finite(loss_sum, run)
             n = run.step - (run.history[-1]["step"] if run.history else 0)
             selected = run.ema.module if run.ema else model
             metrics = {"step": run.step, "images": run.step * B, "T": T}
@@ -397,7 +459,7 @@ def train_stage2(
                 metrics["fid"] = float(fid_fn(selected, cfg.eval_fid_samples))
             run.history.append(metrics)
             bar.set_postfix(T=T, robust=f"{metrics['robust_acc']:.3f}", fid=f"{metrics.get('fid', float('nan')):.1f}")
-            if metrics.get("fid", float("inf")) < run.best["fid"]:
+            if "fid" in metrics and (run.best["fid"] is None or metrics["fid"] < run.best["fid"]):
                 run.best = run.best | {"fid": metrics["fid"], "fid_step": run.step}
                 run.save_weights("best_fid.pt", selected, metrics)
             if metrics["robust_acc"] > run.best["robust_acc"]:
@@ -406,12 +468,12 @@ def train_stage2(
             run.save()
             run.write_history()
         elif run.step % checkpoint_every == 0:
-            _check_finite(loss_sum, run.step)
+            _check_finite(loss_sum, run)
             run.save()
     bar.close()
-    _check_finite(loss_sum, run.step)
+    _check_finite(loss_sum, run)
     run.save()
     final = run.ema.module if run.ema else model
     run.save_weights("final.pt", final, run.history[-1] if run.history else {})
     distributed.barrier()  # no rank goes on before rank 0 has written
-    return {"history": run.history, "best": run.best, "steps": run.step, "T": curriculum.T}
+    return run.result() | {"T": curriculum.T}

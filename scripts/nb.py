@@ -15,7 +15,14 @@ def main(argv: list[str]) -> None:
     from nbconvert import HTMLExporter
 
     name, tag, *pairs = argv
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        sys.exit(f"nb.py: parameters are NAME=VALUE, got {bad[0]!r}")
     params = dict(p.split("=", 1) for p in pairs)
+    known = papermill.inspect_notebook(f"notebooks/{name}.ipynb")  # the parameters cell's names
+    unknown = sorted(set(params) - set(known))
+    if unknown:  # papermill would only warn and run with the defaults
+        sys.exit(f"nb.py: notebooks/{name}.ipynb has no parameter {unknown[0]!r} (its parameters: {', '.join(known)})")
     out = Path("reports/notebooks") / (f"{name}-{tag}" if tag else name)
     out.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(

@@ -14,6 +14,7 @@ trains in one process, as the notebooks do.
 """
 
 import argparse
+import sys
 
 from dualat import config, distributed, pipeline
 
@@ -32,12 +33,14 @@ def main() -> None:
     out = args.out or pipeline.model_dir(args.dataset, args.method)
     init, ref_path = None, None
     if args.method == "dualat":  # as notebooks/03_train_dualat.ipynb
-        init = args.init or pipeline.model_path(args.dataset, "standard_at")
+        init = args.init or pipeline.selected_model(cfg, "standard_at")[0]
         ref_path = pipeline.fid_ref_path(args.dataset)
     status = pipeline.train(cfg, args.method, out, init=init, ref_path=ref_path)
     if distributed.is_main():
         print(status)
     distributed.close()
+    if not status["computed"]:  # e.g. the data is missing: a failed run, not a finished one
+        sys.exit(f"train_ddp: {args.method} on {args.dataset} not computed: {status['reason']}")
 
 
 if __name__ == "__main__":

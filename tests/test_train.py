@@ -174,14 +174,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_resume_with_other_settings_starts_afresh_and_keeps_the_old_run(tmp_path):
+    out = tmp_path / "run"
     s, _, _ = _streams()
-    train_stage1(_model(), STAGE1, s, 4, _test_xy(), tmp_path, stop_after=2, checkpoint_every=1, progress=False)
-    old = checkpoint.load(tmp_path / "last.pt")
+    train_stage1(_model(), STAGE1, s, 4, _test_xy(), out, stop_after=2, checkpoint_every=1, progress=False)
+    old = checkpoint.load(out / "last.pt")
     s, _, _ = _streams()
-    with pytest.warns(UserWarning, match="other settings"):
-        result = train_stage1(
-            _model(), dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), tmp_path, progress=False
-        )
+    with pytest.warns(UserWarning, match=r"other settings.*stage1\.epochs: 2 -> 1"):
+        result = train_stage1(_model(), dataclasses.replace(STAGE1, epochs=1), s, 4, _test_xy(), out, progress=False)
     assert result["steps"] == 4  # a full fresh run of the new settings, not a continuation
-    kept = checkpoint.load(tmp_path / "last.superseded.pt")
-    assert kept["step"] == old["step"] == 2
+    (kept,) = (tmp_path / "run.superseded").iterdir()
+    assert checkpoint.load(kept / "last.pt")["step"] == old["step"] == 2

@@ -17,6 +17,7 @@ features and FID against clean-fid's `compute_fid` on PNG files.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import warnings
@@ -178,22 +179,29 @@ def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(diff @ diff + (xa * xa).sum() + (xb * xb).sum() - 2 * cross)
 
 
-def cached_stats(path: str | os.PathLike, compute_feats: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) loaded from the .npz at `path`, or computed from `compute_feats()` and saved there.
+def cached_stats(
+    path: str | os.PathLike, compute_feats: Callable[[], np.ndarray], key: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) loaded from the .npz at `path` when it was made under `key`, else computed
+    from `compute_feats()` and saved there (a file of another key is replaced, with a warning).
 
-    The file holds mu, sigma and n (number of images), and the features themselves when there are
-    fewer images than feature dimensions (then `fid_to_reference` uses the exact low-rank route).
-    It is written atomically.
+    The file holds mu, sigma, n (number of images) and the key as JSON, and the features
+    themselves when there are fewer images than feature dimensions (then `fid_to_reference` uses
+    the exact low-rank route). It is written atomically.
     """
     path = Path(path)
+    stamp = json.dumps(key or {}, sort_keys=True)
     if path.is_file():
         with np.load(path) as stats:
-            return stats["mu"], stats["sigma"]
+            if "key" in stats and str(stats["key"]) == stamp:
+                return stats["mu"], stats["sigma"]
+            old = str(stats["key"]) if "key" in stats else "no key"
+        warnings.warn(f"{path} was computed from other images ({old}); recomputing for {stamp}", stacklevel=2)
     feats = compute_feats()
     mu, sigma = feature_stats(feats)
     extra = {"feats": np.asarray(feats, dtype=np.float32)} if len(feats) < feats.shape[1] else {}
     with atomic_open(path, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma, n=len(feats), **extra)
+        np.savez(f, mu=mu, sigma=sigma, n=len(feats), key=np.array(stamp), **extra)
     return mu, sigma
 
 

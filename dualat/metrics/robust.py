@@ -71,7 +71,12 @@ def _attack_chunk(
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, attacks=attacks, norm="L2", eps=eps, version=version, device=device, seed=seed)
-    robust = predict_logits(model, x, batch_size, device).argmax(1) == y  # (n,) bool
+    logits = predict_logits(model, x, batch_size, device)  # (n, K)
+    # "standard" targets the 9 runner-up classes, which needs K >= 10; with fewer classes (e.g.
+    # RestrictedImageNet's 9) target every other class, as AutoAttack's own check advises.
+    aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, logits.shape[1] - 1)
+    aa.fab.n_target_classes = min(aa.fab.n_target_classes, logits.shape[1] - 1)
+    robust = logits.argmax(1) == y  # (n,) bool
     clean = robust.clone()
     after = {}
     for name in list(aa.attacks_to_run):

@@ -1,0 +1,143 @@
+"""When a stage may reuse earlier work, and what happens to work it may not reuse.
+
+The rule (README, "Resume"):
+
+* A training run is identified by its *resume key*: the params keys that determine its trajectory
+  (`RESUME_KEYS`, the same keys its DVC stage lists in `dvc.yaml`, minus `NOT_TRAJECTORY`), a
+  fingerprint of the data files it reads, the sha256 of the checkpoint it starts from (stage 2),
+  and a hash of the code that computes a step (`code_hash`: every module of the package except
+  `NOT_TRAINING_CODE`, compared as syntax trees, so comments, docstrings and formatting do not count).
+* `last.pt` with the same key is continued (a finished run is returned as it is, without writing).
+  With another key the whole folder is moved aside to `<folder>.superseded/<UTC time>/`, with a
+  warning naming each key that differs (old -> new), and training starts afresh.
+* After a NaN/inf stop (`nonfinite.json` in the folder) a run continues across a change of
+  `RECOVERY_KEYS` only (a lower learning rate or sampler step): the advice of the error message.
+
+Evaluation records are reused the same way: a record whose key (config, checkpoint sha256, code
+hash) equals the current one is returned instead of recomputed (`dualat.evaluate`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PACKAGE = Path(__file__).resolve().parent
+
+# Params keys (inside `<profile>.<dataset>`) that decide a training trajectory and its selected
+# checkpoints. dvc.yaml lists the same keys (tests/test_faults.py checks that they agree).
+RESUME_KEYS: dict[str, tuple[str, ...]] = {
+    "standard_at": ("data", "model", "stage1"),
+    "ratio": ("data", "model", "stage1", "ratio"),
+    # stage 2 also reads the sampler settings of the training-time FID (`pipeline.sample_fid_fn`)
+    "dualat": (
+        "data",
+        "model",
+        "stage2",
+        "sample.step_size",
+        "sample.steps.dualat",
+        "sample.n_samples",
+        "sample.batch_size",
+        "sample.fid_ref_n",
+    ),
+}
+RESUME_KEYS["ablation"] = RESUME_KEYS["dualat"]
+# Keys a stage's DVC params may list that cannot change a trajectory: a rerun resumes.
+NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, index), not per worker
+# What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
+RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
+# Modules that compute no training step (presentation, evaluation, bookkeeping).
+NOT_TRAINING_CODE = ("evaluate.py", "explore.py", "reports.py", "paper_values.py", "records.py", "runs.py")
+# Modules that cannot change an evaluation's numbers.
+NOT_EVALUATION_CODE = ("explore.py", "reports.py", "paper_values.py", "runs.py")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out |= flatten(v, f"{key}.")
+        else:
+            out[key] = v
+    return out
+
+
+def select(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The flattened entries of `config` under each dotted key of `keys`, minus NOT_TRAJECTORY."""
+    flat = flatten(config)
+    return {
+        k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys) and k not in NOT_TRAJECTORY
+    }
+
+
+def _code_digest(src: str) -> str:
+    """Hash of a module's syntax tree without docstrings: comments and formatting do not count."""
+    tree = ast.parse(src)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+
+
+def code_hash(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> str:
+    """sha256 over the package's modules (paths relative to the package), minus `exclude` (names)."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in exclude:
+            continue
+        h.update(str(path.relative_to(PACKAGE)).encode())
+        h.update(_code_digest(path.read_text()).encode())
+    return h.hexdigest()
+
+
+def resume_key(config: dict, keys: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """The identity of a run: the selected config entries, the training code hash and `extra`
+    (e.g. data fingerprint, init checkpoint sha256)."""
+    return select(config, keys) | {"code": code_hash()} | {k: v for k, v in extra.items() if v is not None}
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """Lines "key: old -> new" for every key whose value differs (a missing key reads <absent>)."""
+    lines = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if a != b:
+            lines.append(f"{k}: {a!r} -> {b!r}")
+    return lines
+
+
+def recoverable(old: dict, new: dict) -> bool:
+    """True when `old` and `new` differ in RECOVERY_KEYS only."""
+    changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    return bool(changed) and changed <= set(RECOVERY_KEYS)
+
+
+def set_aside(out_dir: Path, diff: list[str]) -> Path:
+    """Move every file of `out_dir` to `<out_dir>.superseded/<UTC time>/` (with why.txt) and warn."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = out_dir.parent / f"{out_dir.name}.superseded" / stamp
+    target.mkdir(parents=True)
+    for item in sorted(out_dir.iterdir()):
+        shutil.move(str(item), target / item.name)
+    (target / "why.txt").write_text("settings that differ (old -> new):\n" + "\n".join(diff) + "\n")
+    warnings.warn(
+        f"{out_dir} holds a run of other settings; moved whole to {target}, training starts afresh. "
+        "Differences (old -> new): " + "; ".join(diff),
+        stacklevel=3,
+    )
+    return target
+
+
+def read_json(path: Path) -> Any:
+    """JSON at `path`, or None when it does not exist."""
+    return json.loads(path.read_text()) if path.is_file() else None
