@@ -71,6 +71,16 @@ def test_stray_copies_of_a_shard_are_not_loaded(tmp_path):
     assert data.find_shards(tmp_path, "cifar10_train") == [tmp_path / "cifar10_train_00.npz"]
 
 
+def test_only_a_copy_of_a_shard_is_missing_data_naming_it(tmp_path):
+    write_shard(tmp_path, "tinyimagenet32_val_00 (1).npz")
+    raises_naming(
+        lambda: data.tinyimagenet32("val", tmp_path),
+        "tinyimagenet32_val_00 (1).npz",
+        "ignored",
+        error=data.DataMissingError,
+    )
+
+
 def test_gap_in_shard_numbers_names_the_missing_shard(tmp_path):
     write_shard(tmp_path, "cifar10_train_00.npz")
     write_shard(tmp_path, "cifar10_train_02.npz")

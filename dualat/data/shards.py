@@ -52,6 +52,16 @@ def find_shards(root: Path, prefix: str) -> list[Path]:
     return found
 
 
+def ignored_lookalikes(root: Path, prefix: str) -> str:
+    """A note on files in root that start like shards of `prefix` but are not named <prefix>_NN.npz
+    (e.g. `cifar10_train_00 (1).npz`), for a DataMissingError; "" if there are none."""
+    name = re.compile(rf"{re.escape(prefix)}_\d\d\.npz")
+    odd = sorted(
+        p.name for p in Path(root).glob(f"{prefix}_*") if not name.fullmatch(p.name) and "lossless" not in p.name
+    )
+    return f" ({', '.join(odd)} in {root} ignored: only files named {prefix}_NN.npz are shards)" if odd else ""
+
+
 def _stamp(path: Path) -> tuple[str, int, int]:
     st = path.stat()
     return str(path.resolve()), st.st_size, st.st_mtime_ns

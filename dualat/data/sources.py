@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dualat.data.paths import DataError, DataMissingError, data_root
-from dualat.data.shards import cached_shards, find_shards
+from dualat.data.shards import cached_shards, find_shards, ignored_lookalikes
 from dualat.data.validate import NUM_CLASSES, TooFewImages, check_arrays, check_labels
 from dualat.data.validate import first_n as _first
 
@@ -138,6 +138,7 @@ def cifar(
     )
     if name == "cifar10":
         how += f"; or use {name}_{split}_NN.npz shards (NN = 00, 01, ...): {OFFLINE_HINT}"
+    how += ignored_lookalikes(root, f"{name}_{split}")
     if not (root / folder).is_dir() and not download:
         raise DataMissingError(name, tried, how)
     import torchvision.datasets as tvd
@@ -300,7 +301,8 @@ def tinyimagenet32(
         raise DataMissingError(
             "tinyimagenet32",
             [root / f"{prefix}_NN.npz"],
-            f"put the {prefix}_NN.npz shards (NN = 00, 01, ...) in {root}; {OFFLINE_HINT}",
+            f"put the {prefix}_NN.npz shards (NN = 00, 01, ...) in {root}; {OFFLINE_HINT}"
+            + ignored_lookalikes(root, prefix),
         )
     return _from_shards("tinyimagenet32", split, files, transform, n)
 
