@@ -118,8 +118,9 @@ def cifar(
     """CIFAR-10/100 ("cifar10"/"cifar100"), split "train"/"test", images kept as one uint8 array.
 
     Sources in order: offline shards `{name}_{split}_NN.npz` in root (shards.py: other files are
-    ignored, each shard is checked and verified against a SHA256SUMS beside it), the torchvision folder (`cifar-10-batches-py/` or `cifar-100-python/`) under root,
-    and, if `download`, a torchvision download into root.
+    ignored; each shard is checked, and verified against a SHA256SUMS beside it), the torchvision
+    folder (`cifar-10-batches-py/` or `cifar-100-python/`) under root, and, if `download`, a
+    torchvision download into root.
     """
     _check_choice("name", name, tuple(_CIFAR))
     _check_choice("split", split, ("train", "test"))
