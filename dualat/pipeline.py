@@ -71,31 +71,44 @@ def root(cfg: Config) -> Path:
 # --- data -----------------------------------------------------------------------------------------
 
 
+def checked(cfg: Config, ds, name: str, classes: bool = True):
+    """ds after data.check_dataset against data.image_size (and data.num_classes if `classes`)."""
+    from dualat.data import check_dataset
+
+    num_classes = cfg.data.num_classes if classes else None
+    return check_dataset(ds, name=name, image_size=cfg.data.image_size, num_classes=num_classes)
+
+
 def train_set(cfg: Config, transform=None):
     from dualat.data import get_dataset
 
     kw = {"balance": cfg.data.rin_balance} if cfg.data.dataset == "rin" else {}
-    return get_dataset(cfg.data.dataset, "train", root(cfg), transform, n=cfg.data.n_train, **kw)
+    ds = get_dataset(cfg.data.dataset, "train", root(cfg), transform, n=cfg.data.n_train, n_key="data.n_train", **kw)
+    return checked(cfg, ds, cfg.data.dataset)
 
 
 def test_set(cfg: Config, n: int | None = None):
     from dualat.data import get_dataset, test_transform
 
+    n_key = "data.n_test" if n is None else "n"
     n = cfg.data.n_test if n is None else n
-    return get_dataset(
+    ds = get_dataset(
         cfg.data.dataset,
         "test" if cfg.data.dataset != "rin" else "val",
         root(cfg),
         test_transform(cfg.data.dataset),
         n=n,
+        n_key=n_key,
     )
+    return checked(cfg, ds, cfg.data.dataset)
 
 
 def ood_set(cfg: Config, transform=None):
     """p_ood, the auxiliary OOD source of stage 2, RATIO and the sample seeds."""
     from dualat.data import get_dataset
 
-    return get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood)
+    ds = get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood, n_key="data.n_ood")
+    return checked(cfg, ds, cfg.data.ood, classes=False)
 
 
 def stack_range(dataset, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,21 +15,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dualat.data.paths import DATA_ENV, DataMissingError, data_root
+from dualat.data.paths import DATA_ENV, DataError, DataMissingError, data_root
 
-_SUBMODULES = ("sources", "augment", "streams")
+_SUBMODULES = ("validate", "shards", "sources", "augment", "streams")
 
 __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
     "DATA_ENV",
     "GENERATIVE_KINDS",
+    "NUM_CLASSES",
     "RATIO_CIFAR_FILL",
     "RIN_CLASSES",
     "RIN_RANGES",
     "ArrayImages",
     "BatchStream",
     "Cutout",
+    "DataError",
     "DataMissingError",
     "FileImages",
     "Lighting",
@@ -37,18 +39,23 @@ __all__ = [
     "Stage2Batch",
     "Stage2Streams",
     "TinyImages",
+    "TooFewImages",
     "UniformNoise",
+    "check_dataset",
     "cifar",
     "classification_transform",
     "data_root",
     "derive_seed",
     "epoch_order",
+    "file_sha256",
+    "find_shards",
     "generative_transform",
     "get_dataset",
     "image_folder",
     "imagenet_od",
     "infinite",
     "make_loader",
+    "read_shard",
     "restricted_imagenet",
     "rin_label",
     "stage2_streams",
@@ -57,6 +64,7 @@ __all__ = [
     "tiny_images",
     "tinyimagenet32",
     "uniform_noise",
+    "verify_sha256",
 ]
 
 
@@ -86,6 +94,7 @@ if TYPE_CHECKING:
         generative_transform,
         test_transform,
     )
+    from dualat.data.shards import file_sha256, find_shards, read_shard, verify_sha256
     from dualat.data.sources import (
         CIFAR10_CLASSES,
         DATASETS,
@@ -117,3 +126,4 @@ if TYPE_CHECKING:
         make_loader,
         stage2_streams,
     )
+    from dualat.data.validate import NUM_CLASSES, TooFewImages, check_dataset

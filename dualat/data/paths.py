@@ -1,4 +1,4 @@
-"""Where data lives, and the error raised when it is not there. Standard library only."""
+"""Where data lives, and the errors raised when it is not there or is wrong. Standard library only."""
 
 from __future__ import annotations
 
@@ -38,3 +38,11 @@ class DataMissingError(FileNotFoundError):
 
     def __reduce__(self):  # keeps the 3-argument constructor picklable
         return type(self), (self.dataset, self.tried, self.how)
+
+
+class DataError(ValueError):
+    """Data files that are present but wrong (corrupt, truncated, mislabelled, another image size
+    or class count than the config says, fewer images than asked for). Never trained on.
+
+    The message names the file (or the config key) at fault and says what to do about it.
+    """

@@ -3,15 +3,14 @@ RestrictedImageNet, ImageNetOD, uniform noise and any image folder.
 
 Every dataset returns `(image, label)` with an int label. With `transform=None` the image is a
 float tensor (3, H, W) in [0, 1]; otherwise the transform receives an RGB PIL image. `n > 0` keeps
-the first n items (deterministic), `n = 0` keeps all. A missing source raises DataMissingError.
+the first n items (deterministic), `n = 0` keeps all. A missing source raises DataMissingError;
+data that is there but wrong (a damaged shard, labels out of range, more images asked for than
+there are) raises DataError naming the file and the remedy (shards.py, validate.py).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dualat.data.paths import DataMissingError, data_root
+from dualat.data.paths import DataError, DataMissingError, data_root
+from dualat.data.shards import cached_shards, find_shards, ignored_lookalikes
+from dualat.data.validate import NUM_CLASSES, TooFewImages, check_arrays, check_labels
+from dualat.data.validate import first_n as _first
 
 Transform = Callable[[Any], Any]
 
@@ -41,13 +43,6 @@ def _check_choice(param: str, value: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"{param} must be one of {tuple(allowed)}, got {value!r}")
 
 
-def _first(n: int, length: int, what: str) -> int:
-    """Number of items to keep: all for n == 0, else n (which must not exceed `length`)."""
-    if n < 0 or n > length:
-        raise ValueError(f"n={n} for {what}, which holds {length} items (0 <= n <= {length})")
-    return n or length
-
-
 def _to_sample(img: np.ndarray | Image.Image, transform: Transform | None) -> Any:
     """(H, W, 3) uint8 array or PIL image -> transform(PIL) or a float tensor (3, H, W) in [0, 1]."""
     if transform is not None:
@@ -60,7 +55,8 @@ def _to_sample(img: np.ndarray | Image.Image, transform: Transform | None) -> An
 
 
 class ArrayImages(Dataset):
-    """In-memory images `x` (N, H, W, 3) uint8 with labels `y` (N,) int64."""
+    """In-memory images `x` (N, H, W, 3) uint8 with labels `y` (N,) int64; `source` names where
+    they came from (in error messages), `image_hw` is their (H, W)."""
 
     def __init__(
         self,
@@ -68,12 +64,17 @@ class ArrayImages(Dataset):
         y: np.ndarray,
         transform: Transform | None = None,
         classes: Sequence[str] | None = None,
+        source: str = "arrays",
     ) -> None:
-        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8 or len(x) != len(y):
-            raise ValueError(f"need x (N, H, W, 3) uint8 and y (N,), got {x.shape} {x.dtype}, {y.shape}")
+        check_arrays(source, x, np.asarray(y))
         self.x, self.y = x, np.asarray(y, dtype=np.int64)
         self.transform = transform
         self.classes = None if classes is None else list(classes)
+        self.source = source
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.x.shape[1], self.x.shape[2]
 
     def __len__(self) -> int:
         return len(self.x)
@@ -82,47 +83,13 @@ class ArrayImages(Dataset):
         return _to_sample(self.x[i], self.transform), int(self.y[i])
 
 
-def _shards(root: Path, pattern: str) -> list[Path]:
-    """Offline .npz shards matching `pattern`, sorted by name; 'lossless' subsets excluded."""
-    return sorted(p for p in root.glob(pattern) if "lossless" not in p.name)
-
-
-def _read_shard(file: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    with np.load(file) as d:
-        extra = {k: d[k] for k in d.files if k not in ("x", "y")}
-        return d["x"], d["y"].astype(np.int64), extra
-
-
-def _load_shards(files: Sequence[Path], n: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Concatenate x (N, 32, 32, 3) uint8 and y (N,) of the shards, stopping once n are loaded.
-    All shards (n == 0) are decompressed in threads: LZMA is slow (about 2 s per shard)."""
-    if n:
-        shards = []
-        while sum(len(x) for x, _, _ in shards) < n and len(shards) < len(files):
-            shards.append(_read_shard(files[len(shards)]))
-    else:
-        with ThreadPoolExecutor(min(len(files), os.cpu_count() or 1)) as pool:
-            shards = list(pool.map(_read_shard, files))
-    extra = {k: v for _, _, e in shards for k, v in e.items()}
-    return np.concatenate([x for x, _, _ in shards]), np.concatenate([y for _, y, _ in shards]), extra
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_shards(files: tuple[Path, ...], stamps: tuple[tuple[int, int], ...], n: int):
-    """_load_shards, kept per process (stage 2 reads the training set twice); read-only arrays."""
-    x, y, extra = _load_shards(files, n)
-    x.flags.writeable = y.flags.writeable = False
-    return x, y, extra
-
-
-def _from_shards(name: str, pattern: str, root: Path, transform, n: int, classes=None) -> ArrayImages:
-    files = tuple(_shards(root, pattern))
-    stamps = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)  # a changed file reloads
-    x, y, extra = _cached_shards(files, stamps, n)
-    keep = _first(n, len(x), name)
+def _from_shards(name: str, split: str, files: list[Path], transform, n: int, classes=None) -> ArrayImages:
+    """The first n images of the (checked, cached) shards `files` of dataset `name`."""
+    x, y, extra = cached_shards(files, n, NUM_CLASSES[name], name)
+    keep = _first(n, len(x), f"{name} {split}")
     if "wnids" in extra:
         classes = [str(w) for w in extra["wnids"]]
-    return ArrayImages(x[:keep], y[:keep], transform, classes)
+    return ArrayImages(x[:keep], y[:keep], transform, classes, source=str(files[0]))
 
 
 # name -> (torchvision folder, torchvision class, archive URL)
@@ -150,17 +117,19 @@ def cifar(
 ) -> ArrayImages:
     """CIFAR-10/100 ("cifar10"/"cifar100"), split "train"/"test", images kept as one uint8 array.
 
-    Sources in order: offline shards `{name}_{split}_*.npz` in root (sorted; 'lossless' files
-    skipped), the torchvision folder (`cifar-10-batches-py/` or `cifar-100-python/`) under root,
-    and, if `download`, a torchvision download into root.
+    Sources in order: offline shards `{name}_{split}_NN.npz` in root (shards.py: other files are
+    ignored; each shard is checked, and verified against a SHA256SUMS beside it), the torchvision
+    folder (`cifar-10-batches-py/` or `cifar-100-python/`) under root, and, if `download`, a
+    torchvision download into root.
     """
     _check_choice("name", name, tuple(_CIFAR))
     _check_choice("split", split, ("train", "test"))
     root = data_root(root)
-    pattern = f"{name}_{split}_*.npz"
+    pattern = f"{name}_{split}_NN.npz"
     classes = CIFAR10_CLASSES if name == "cifar10" else None
-    if _shards(root, pattern):
-        return _from_shards(name, pattern, root, transform, n, classes)
+    files = find_shards(root, f"{name}_{split}")
+    if files:
+        return _from_shards(name, split, files, transform, n, classes)
     folder, tv_class, url = _CIFAR[name]
     tried = [root / pattern, root / folder]
     how = (
@@ -169,7 +138,8 @@ def cifar(
         f"internet (or call cifar(..., download=True))"
     )
     if name == "cifar10":
-        how += f"; or use {name}_{split}_*.npz shards: {OFFLINE_HINT}"
+        how += f"; or use {name}_{split}_NN.npz shards (NN = 00, 01, ...): {OFFLINE_HINT}"
+    how += ignored_lookalikes(root, f"{name}_{split}")
     if not (root / folder).is_dir() and not download:
         raise DataMissingError(name, tried, how)
     import torchvision.datasets as tvd
@@ -178,8 +148,11 @@ def cifar(
         tv = getattr(tvd, tv_class)(str(root), train=split == "train", download=download)
     except RuntimeError as err:  # torchvision's integrity check failed
         raise DataMissingError(name, tried, f"{root / folder} was rejected ({err}); {how}") from err
-    keep = _first(n, len(tv.data), name)
-    return ArrayImages(tv.data[:keep], np.asarray(tv.targets[:keep]), transform, tv.classes)
+    targets = np.asarray(tv.targets)
+    check_arrays(root / folder, tv.data, targets)
+    check_labels(root / folder, targets, NUM_CLASSES[name], name)
+    keep = _first(n, len(tv.data), f"{name} {split}")
+    return ArrayImages(tv.data[:keep], targets[:keep], transform, tv.classes, source=str(root / folder))
 
 
 def svhn(
@@ -206,9 +179,12 @@ def svhn(
         tv = tvd.SVHN(str(root), split=split, download=download)
     except RuntimeError as err:
         raise DataMissingError("svhn", [file], f"{file} was rejected ({err}); {how}") from err
-    keep = _first(n, len(tv.data), "svhn")
-    x = tv.data[:keep].transpose(0, 2, 3, 1)  # (N, 3, H, W) -> (N, H, W, 3), a view
-    return ArrayImages(x, tv.labels[:keep], transform, [str(d) for d in range(10)])
+    x = tv.data.transpose(0, 2, 3, 1)  # (N, 3, H, W) -> (N, H, W, 3), a view
+    labels = np.asarray(tv.labels).ravel()
+    check_arrays(file, x, labels)
+    check_labels(file, labels, NUM_CLASSES["svhn"], "svhn")
+    keep = _first(n, len(x), f"svhn {split}")
+    return ArrayImages(x[:keep], labels[:keep], transform, [str(d) for d in range(10)], source=str(file))
 
 
 class TinyImages(Dataset):
@@ -216,12 +192,16 @@ class TinyImages(Dataset):
     image in Fortran order. Position i maps to the i-th record not excluded. Label 0."""
 
     RECORD = 32 * 32 * 3
+    image_hw = (32, 32)
 
     def __init__(self, path: Path, excluded: np.ndarray, n: int, transform: Transform | None):
-        self.path, self.transform = path, transform
+        self.path, self.transform, self.source = path, transform, str(path)
         size = path.stat().st_size
         if size % self.RECORD:
-            raise ValueError(f"{path}: size {size} is not a multiple of {self.RECORD} bytes")
+            raise DataError(
+                f"{path}: size {size} is not a multiple of {self.RECORD} bytes (one 32x32x3 record); the file is "
+                f"truncated or not 80M Tiny Images: replace it with a complete copy"
+            )
         self.num_records = size // self.RECORD
         excluded = np.unique(np.asarray(excluded, dtype=np.int64))
         if len(excluded) and (excluded[0] < 0 or excluded[-1] >= self.num_records):
@@ -255,9 +235,19 @@ class TinyImages(Dataset):
 
 
 def _read_indices(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.int64).ravel()
-    return np.loadtxt(path, dtype=np.int64, ndmin=1)
+    """Record indices of an exclusion list: .npy integers or text, one integer per line."""
+    try:
+        if path.suffix == ".npy":
+            indices = np.load(path, allow_pickle=False)
+            if indices.dtype.kind not in "iu":
+                raise ValueError(f"dtype {indices.dtype}, expected integers")
+            return indices.astype(np.int64).ravel()
+        return np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except Exception as err:  # unreadable, truncated or not integers
+        raise DataError(
+            f"{path} is not a list of record indices ({type(err).__name__}: {err}); give a .npy of integers "
+            f"or a text file of one integer per line"
+        ) from err
 
 
 def tiny_images(
@@ -306,14 +296,16 @@ def tinyimagenet32(
     """Tiny-ImageNet-200 at 32x32 from offline shards (train: 50% subset); `classes` = wnids."""
     _check_choice("split", split, ("train", "val"))
     root = data_root(root)
-    pattern = f"tinyimagenet32_{'train50pc' if split == 'train' else 'val'}_*.npz"
-    if not _shards(root, pattern):
+    prefix = f"tinyimagenet32_{'train50pc' if split == 'train' else 'val'}"
+    files = find_shards(root, prefix)
+    if not files:
         raise DataMissingError(
             "tinyimagenet32",
-            [root / pattern],
-            f"put the {pattern} shards in {root}; {OFFLINE_HINT}",
+            [root / f"{prefix}_NN.npz"],
+            f"put the {prefix}_NN.npz shards (NN = 00, 01, ...) in {root}; {OFFLINE_HINT}"
+            + ignored_lookalikes(root, prefix),
         )
-    return _from_shards("tinyimagenet32", pattern, root, transform, n)
+    return _from_shards("tinyimagenet32", split, files, transform, n)
 
 
 class FileImages(Dataset):
@@ -395,7 +387,7 @@ def restricted_imagenet(
     (hence class) order.
     """
     samples = _imagenet_samples(split, root, rin_label, "RestrictedImageNet (ImageNet)")
-    ds = FileImages(samples[: _first(n, len(samples), "rin")], transform, RIN_CLASSES)
+    ds = FileImages(samples[: _first(n, len(samples), f"rin {split}")], transform, RIN_CLASSES)
     if balance:
         labels = torch.tensor(ds.targets, dtype=torch.long)
         counts = torch.bincount(labels, minlength=len(RIN_CLASSES)).double()
@@ -416,7 +408,7 @@ def imagenet_od(
         lambda i: 0 if rin_label(i) is None else None,
         "ImageNetOD (ImageNet)",
     )
-    return FileImages(samples[: _first(n, len(samples), "imagenet_od")], transform, ["ood"])
+    return FileImages(samples[: _first(n, len(samples), f"imagenet_od {split}")], transform, ["ood"])
 
 
 class UniformNoise(Dataset):
@@ -427,6 +419,7 @@ class UniformNoise(Dataset):
         if n <= 0:
             raise ValueError(f"uniform_noise needs n > 0, got {n}")
         self.n, self.size, self.seed, self.transform = n, size, seed, transform
+        self.image_hw, self.source = (size, size), "uniform noise"
 
     def __len__(self) -> int:
         return self.n
@@ -468,13 +461,22 @@ def get_dataset(
     root: str | Path | None = None,
     transform: Transform | None = None,
     n: int = 0,
+    n_key: str = "n",
     **kw: Any,
 ) -> Dataset:
     """Dataset by name (one of DATASETS); `split` is ignored by tiny_images, noise and folder.
 
+    `n_key` names `n` in the error when n exceeds the dataset (the config key, e.g. "data.n_train").
     Extra keywords go to the builder: download (cifar*, svhn), exclude_files/index_base
     (tiny_images), balance (rin), size/seed (noise).
     """
+    try:
+        return _build(name, split, root, transform, n, **kw)
+    except TooFewImages as err:
+        raise err.with_key(n_key) from None
+
+
+def _build(name: str, split: str, root, transform, n: int, **kw: Any) -> Dataset:
     if name in _CIFAR:
         return cifar(name, split, root, transform, n, **kw)
     builders: dict[str, Callable[[], Dataset]] = {
