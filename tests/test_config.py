@@ -114,3 +114,10 @@ def test_configs_are_frozen():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.stage1.epochs = 3
+
+
+def test_paper_ratio_ood_attack_is_the_released_commands():
+    # REFERENCE.md, "Measured against the released code": 20 steps of 0.1, eps_o = 1.0 (CIFAR)
+    for dataset in ("cifar10", "cifar100"):
+        a = config.load(PARAMS, dataset=dataset, profile="paper").ratio.ood_attack
+        assert (a.eps, a.step_size, a.steps, a.variant, a.momentum) == (1.0, 0.1, 20, "ratio", 0.9)
