@@ -155,6 +155,9 @@ class SamplerConfig:
     loss_threshold: float = field(metadata=positive())  # "loss" rule: raise T when L_BCE < this
     bce_reduction: str = field(metadata=one_of("mean_2b", "sum_of_means"))
     augmentation: str = field(metadata=one_of("none", "flip", "crop_flip", "autoaugment"))
+    # batches between a raise of T and its use: 0 = next batch (code; one host sync per step),
+    # 1 = overlap-friendly, no sync. params.yaml must still name it (every key is required).
+    curriculum_lag: int = field(default=1, metadata=_check(lambda v: v in (0, 1), "must be 0 or 1"))
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,7 @@ def train_stage2(
         cfg.sampler.auc_window_images,
         B,
         device,
+        cfg.sampler.curriculum_lag,
     )
     run = Run(
         model, opt, make_schedule(opt, cfg.optim, 1, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
