@@ -91,7 +91,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """L2 PGD. `variant`: "ratio" = zero start, momentum on the normalised gradient, best
+    """L2 PGD. `variant`: "ratio" = zero start, momentum on the L1-normalised gradient, best
     iterate (RATIO's stage-1 attack); "plain" = zero start, last iterate."""
 
     eps: float = field(metadata=positive())
