@@ -5,9 +5,10 @@ has one objective; they share `pgd_l2`, which maximises a per-sample objective o
 inside the L2 ball B(x, eps) ∩ [0, 1]^d.
 
 Variants (`AttackConfig.variant`):
-- "ratio": zero start, momentum on the normalised gradient, the iterate with the highest
-  objective is returned (RATIO's stage-1 attack, REFERENCE.md). Our reading of "momentum on the
-  normalised gradient": v <- mu * v + g / ||g||_2, step eta * v / ||v||_2.
+- "ratio": zero start, momentum on the L1-normalised gradient, v <- mu * v + g / ||g||_1 (per
+  sample), step eta * v / ||v||_2, and the iterate with the highest objective is returned
+  (RATIO's stage-1 attack as the released code runs it: REFERENCE.md, 'Measured against the
+  released code'; the paper text does not describe the attack's inner rule).
 - "plain": zero start, step eta * g / ||g||_2, last iterate (the released stage-2 attack).
 """
 
@@ -28,6 +29,11 @@ Objective = Callable[[torch.Tensor], torch.Tensor]  # logits (B, K) -> per-sampl
 def l2_norm(v: torch.Tensor) -> torch.Tensor:
     """Per-sample L2 norm of (B, ...) as (B, 1, 1, 1)-broadcastable, never zero."""
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def l1_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-sample L1 norm of (B, ...) as (B, 1, 1, 1)-broadcastable, never zero."""
+    return v.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -63,20 +69,23 @@ def input_grad(model: nn.Module, x: torch.Tensor, objective: Objective) -> tuple
 
 
 def pgd_l2(model: nn.Module, x: torch.Tensor, objective: Objective, cfg: AttackConfig) -> torch.Tensor:
-    """Maximise `objective(model(x'))` over x' in B(x, cfg.eps) ∩ [0,1]; x (B, C, H, W) in [0, 1]."""
+    """Maximise `objective(model(x'))` over x' in B(x, cfg.eps) ∩ [0,1]; x (B, C, H, W) in [0, 1],
+    any floating dtype (the attack runs in the dtype of x and of the objective's values)."""
     x = x.detach()
     if cfg.steps == 0:
         return x.clone()
     with eval_mode(model):
         delta = torch.zeros_like(x)
         velocity = torch.zeros_like(x)
-        best_x, best_value = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
+        best_x, best_value = x.clone(), None
         for _ in range(cfg.steps):
             value, grad = input_grad(model, x + delta, objective)
             if cfg.variant == "ratio":  # keep the best iterate seen so far
+                if best_value is None:  # in the objective's dtype (float64, bf16, ...)
+                    best_value = torch.full_like(value, -float("inf"))
                 better = value > best_value
                 best_x[better], best_value[better] = (x + delta)[better], value[better]
-                velocity = cfg.momentum * velocity + grad / l2_norm(grad)
+                velocity = cfg.momentum * velocity + grad / l1_norm(grad)  # released code: L1
                 direction = velocity / l2_norm(velocity)
             else:
                 direction = grad / l2_norm(grad)

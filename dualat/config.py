@@ -95,7 +95,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """L2 PGD. `variant`: "ratio" = zero start, momentum on the normalised gradient, best
+    """L2 PGD. `variant`: "ratio" = zero start, momentum on the L1-normalised gradient, best
     iterate (RATIO's stage-1 attack); "plain" = zero start, last iterate."""
 
     eps: float = field(metadata=positive())
@@ -159,6 +159,9 @@ class SamplerConfig:
     loss_threshold: float = field(metadata=positive())  # "loss" rule: raise T when L_BCE < this
     bce_reduction: str = field(metadata=one_of("mean_2b", "sum_of_means"))
     augmentation: str = field(metadata=one_of("none", "flip", "crop_flip", "autoaugment"))
+    # batches between a raise of T and its use: 0 = next batch (code; one host sync per step),
+    # 1 = overlap-friendly, no sync. params.yaml must still name it (every key is required).
+    curriculum_lag: int = field(default=1, metadata=_check(lambda v: v in (0, 1), "must be 0 or 1"))
 
 
 @dataclass(frozen=True)

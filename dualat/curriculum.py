@@ -5,9 +5,13 @@ f(x_T)[y'] (negatives) of the last W = ceil(window_images / B) batches; when the
 and its mean >= threshold, raise T by one (up to T_max) and clear the history.
 Rule "loss" (the paper's wording): the same with the mean L_BCE < threshold.
 
-All bookkeeping lives on the device; the host learns the new T through a non-blocking copy that
-it reads one step later, so the training loop never waits for the device. A raise decided after
-batch k therefore takes effect from batch k + 2 (one batch later than a blocking check).
+All bookkeeping lives on the device. `lag` says when the host learns the new T:
+- lag 0 (released code, REFERENCE.md 'Measured against the released code'): a raise decided
+  after batch k applies to batch k + 1. The host reads T with a blocking copy after every batch:
+  the one host sync per step that stage 2 allows (it waits for the step's kernels to finish).
+- lag 1 (overlap-friendly): the host reads T through a non-blocking copy one step later, so the
+  training loop never waits for the device; a raise decided after batch k applies from batch
+  k + 2. The T trajectory is lag 0's delayed by one batch.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import torch
 
 
 class Curriculum:
-    def __init__(self, T_max: int, rule: str, threshold: float, window_images: int, batch_size: int, device="cpu"):
+    def __init__(
+        self, T_max: int, rule: str, threshold: float, window_images: int, batch_size: int, device="cpu", lag: int = 1
+    ):
         if rule not in ("auc", "loss"):
             raise ValueError(f"stage2.sampler.curriculum must be 'auc' or 'loss', got {rule!r}")
-        self.T_max, self.rule, self.threshold = T_max, rule, threshold
+        if lag not in (0, 1):
+            raise ValueError(f"stage2.sampler.curriculum_lag must be 0 or 1, got {lag!r}")
+        self.T_max, self.rule, self.threshold, self.lag = T_max, rule, threshold, lag
         self.window = math.ceil(window_images / batch_size)
         device = torch.device(device)
         self.T_dev = torch.zeros((), dtype=torch.long, device=device)
@@ -34,9 +42,10 @@ class Curriculum:
 
     def update(self, auc: torch.Tensor, bce: torch.Tensor) -> int:
         """Record one batch's AUC and L_BCE (0-d device tensors); return T for the next batch."""
-        if self._event is not None:
-            self._event.synchronize()  # the copy of the previous step, long finished
-        self.T = int(self._host)
+        if self.lag:
+            if self._event is not None:
+                self._event.synchronize()  # the copy of the previous step, long finished
+            self.T = int(self._host)
         value = auc if self.rule == "auc" else bce
         self.hist = torch.cat([self.hist[1:], value.detach().float().reshape(1)])
         self.count = torch.clamp(self.count + 1, max=self.window)
@@ -45,6 +54,10 @@ class Curriculum:
         raise_t = (self.count >= self.window) & good & (self.T_dev < self.T_max)
         self.T_dev = self.T_dev + raise_t.long()
         self.count = torch.where(raise_t, torch.zeros_like(self.count), self.count)
+        if not self.lag:  # the one allowed host sync per step: T for the very next batch
+            self.T = int(self.T_dev)
+            self._host.fill_(self.T)
+            return self.T
         self._host.copy_(self.T_dev, non_blocking=self._event is not None)
         if self._event is not None:
             self._event.record()

@@ -412,6 +412,7 @@ def train_stage2(
         cfg.sampler.auc_window_images,
         B,
         device,
+        cfg.sampler.curriculum_lag,
     )
     config = config or {"stage2": to_dict(cfg)}
     run = Run(

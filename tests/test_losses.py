@@ -105,3 +105,40 @@ def test_curriculum_state_round_trip():
     b.load_state_dict(a.state_dict())
     rest = [0.9, 0.9, 0.7, 0.99, 0.99, 0.99]
     assert _run(a, rest) == _run(b, rest)
+
+
+def _reference_T(values, T_max, threshold, window):
+    """The released curriculum written out: T used by each batch, a raise applying to the very
+    next batch (REFERENCE.md, 'Measured against the released code')."""
+    T, hist, used = 0, [], []
+    for v in values:
+        used.append(T)  # this batch runs with T
+        hist.append(v)
+        if len(hist) >= window and sum(hist[-window:]) / window >= threshold and T < T_max:
+            T, hist = T + 1, []
+    return used
+
+
+def _used_T(cur, values):
+    """T used by each batch when the training loop asks the curriculum after every batch."""
+    used = []
+    for v in values:
+        used.append(cur.T)
+        t = torch.tensor(v, dtype=torch.float64)
+        cur.update(t, t)
+    return used
+
+
+def test_curriculum_lag0_raises_T_for_the_very_next_batch():
+    g = torch.Generator().manual_seed(0)
+    values = (0.55 + 0.45 * torch.rand(200, generator=g, dtype=torch.float64)).tolist()  # AUCs in [0.55, 1]
+    ref = _reference_T(values, T_max=6, threshold=0.8, window=3)
+    cur = Curriculum(T_max=6, rule="auc", threshold=0.8, window_images=300, batch_size=128, lag=0)
+    assert cur.window == 3
+    assert _used_T(cur, values) == ref
+    assert 0 < max(ref) == 6 == ref[-1]  # the sequence raises T several times and reaches the cap
+    # lag 1 (overlap-friendly) is the same trajectory one batch later
+    lagged = _used_T(Curriculum(T_max=6, rule="auc", threshold=0.8, window_images=300, batch_size=128), values)
+    assert lagged == [0] + ref[:-1]
+    with pytest.raises(ValueError, match="curriculum_lag"):
+        Curriculum(T_max=6, rule="auc", threshold=0.8, window_images=300, batch_size=128, lag=2)

@@ -41,13 +41,41 @@ def test_released_prefixes_load_strictly(tiny_wrn):
     assert set(strip_prefixes(saved_ema)) == set(state)
 
 
+# Full-precision CIFAR-10 statistics of the released models (REFERENCE.md, "Measured against the
+# released code"), written out here independently of dualat.models.
+RELEASED_MEAN = (0.4913997551666284, 0.48215855929893703, 0.4465309133731618)
+RELEASED_STD = (0.24703225141799082, 0.24348516474564, 0.26158783926049628)
+
+
 def test_normalisation_is_inside_forward(tiny_wrn):
     tiny_wrn.eval()
     x = torch.rand(2, 3, 32, 32)
-    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    mean = torch.tensor(RELEASED_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(RELEASED_STD).view(1, 3, 1, 1)
     inner = tiny_wrn.conv1((x - mean) / std)
     assert torch.allclose(tiny_wrn.conv1(tiny_wrn.normalize(x)), inner)
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_normalisation_constants_are_the_released_full_precision_ones(num_classes):
+    norm = WideResNet(10, 1, num_classes).normalize  # CIFAR-100 models use the CIFAR-10 statistics too
+    assert norm.mean.dtype == norm.std.dtype == torch.float64
+    assert norm.mean.flatten().tolist() == list(RELEASED_MEAN)  # exact float64 equality
+    assert norm.std.flatten().tolist() == list(RELEASED_STD)
+
+
+def test_normalisation_computes_in_the_input_dtype():
+    norm = WideResNet(10, 1).normalize
+    x64 = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    out = norm(x64)
+    assert out.dtype == torch.float64
+    mean = torch.tensor(RELEASED_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(RELEASED_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    assert torch.equal(out, (x64 - mean) / std)
+    x32 = x64.float()
+    assert norm(x32).dtype == torch.float32
+    assert torch.equal(norm(x32), (x32 - mean.float()) / std.float())
+    assert norm(x64.bfloat16()).dtype == torch.bfloat16
 
 
 def test_build_model_rejects_unknown_arch():

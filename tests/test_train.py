@@ -21,7 +21,7 @@ STAGE1 = Stage1Config(
 )
 SAMPLER = SamplerConfig(
     step_size=0.1, T_max=3, curriculum="auc", auc_threshold=0.5, auc_window_images=16, loss_threshold=0.5,
-    bce_reduction="sum_of_means", augmentation="crop_flip",
+    bce_reduction="sum_of_means", augmentation="crop_flip", curriculum_lag=0,
 )  # fmt: skip
 STAGE2 = Stage2Config(
     images=64, batch_size=8, init="ema", optim=dataclasses.replace(OPTIM, lr=0.01, schedule="constant"), ema=EMA,
@@ -116,16 +116,18 @@ def test_bn_stays_frozen_in_stage2_even_under_train(tmp_path):
     assert model.bn1.weight.requires_grad and torch.equal(w0, model.bn1.weight)
 
 
-def test_stage2_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("lag", [0, 1])
+def test_stage2_resume_equals_uninterrupted(tmp_path, lag):
+    cfg = dataclasses.replace(STAGE2, sampler=dataclasses.replace(SAMPLER, curriculum_lag=lag))
     full = _model()
     c, g, o = _streams()
-    r_full = train_stage2(full, STAGE2, c, g, o, _test_xy(), tmp_path / "full", progress=False)
+    r_full = train_stage2(full, cfg, c, g, o, _test_xy(), tmp_path / "full", progress=False)
     part = _model()
     c, g, o = _streams()
-    train_stage2(part, STAGE2, c, g, o, _test_xy(), tmp_path / "part", checkpoint_every=1, stop_after=5, progress=False)
+    train_stage2(part, cfg, c, g, o, _test_xy(), tmp_path / "part", checkpoint_every=1, stop_after=5, progress=False)
     resumed = _model()
     c, g, o = _streams()
-    r_res = train_stage2(resumed, STAGE2, c, g, o, _test_xy(), tmp_path / "part", progress=False)
+    r_res = train_stage2(resumed, cfg, c, g, o, _test_xy(), tmp_path / "part", progress=False)
     assert _same_weights(full, resumed)
     assert r_full["T"] == r_res["T"] and [h["T"] for h in r_full["history"]] == [h["T"] for h in r_res["history"]]
 
