@@ -403,6 +403,8 @@ def check(cfg: Config, dataset: str) -> None:
         raise ConfigError(
             f"{where}.data.num_classes is {cfg.data.num_classes} but {dataset} has {NUM_CLASSES[dataset]} classes"
         )
+    if cfg.data.ood == "noise" and cfg.data.n_ood == 0:
+        raise ConfigError(f"{where}.data.n_ood must be > 0 when data.ood is noise (noise has no size of its own)")
     m = cfg.model
     if m.arch == "wrn" and (m.depth < 10 or (m.depth - 4) % 6):
         raise ConfigError(f"{where}.model.depth must be 6n+4 for a WideResNet (10, 16, 22, 28, 34, ...), got {m.depth}")

@@ -346,8 +346,9 @@ def test_evaluation_record_of_the_same_key_is_reused(tmp_path, monkeypatch):
         ("depth: 10", "depth: 12", r"quick\.cifar10\.model\.depth must be 6n\+4"),
         ("lr: 0.01              # quick", "lr: 1e-3  # quick", r"stage2\.optim\.lr is the string '1e-3'.*write 1\.0e-3"),
         ("num_classes: 10\n      image_size: 32\n      ood: tinyimagenet32", "num_classes: 100\n      image_size: 32\n      ood: tinyimagenet32", r"data\.num_classes is 100 but cifar10 has 10"),
+        ("ood: tinyimagenet32     # offline stand-in for 80M Tiny Images (shared/datasets)\n      n_train: 2000\n      n_test: 500\n      n_ood: 5000", "ood: noise\n      n_train: 2000\n      n_test: 500\n      n_ood: 0", r"data\.n_ood must be > 0 when data\.ood is noise"),
     ],
-    ids=["steps_grid", "ood_sets", "depth", "lr_string", "num_classes"],
+    ids=["steps_grid", "ood_sets", "depth", "lr_string", "num_classes", "noise_n_ood"],
 )  # fmt: skip
 def test_params_are_checked_at_load(tmp_path, old, new, message):
     text = PARAMS.read_text()
@@ -463,17 +464,29 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 # --- AutoAttack with fewer than 10 classes ---------------------------------------------------------
 
 
-def test_autoattack_standard_on_nine_classes():
+def test_autoattack_standard_on_nine_classes(monkeypatch):
+    from pyautoattack import AutoAttack
+
     from dualat.metrics import autoattack_accuracy
     from dualat.models import WideResNet
 
+    original = AutoAttack._set_version
+
+    def small_budgets(self, version="standard"):  # fewer iterations; the 9 target classes stay
+        original(self, version)
+        self.apgd.n_iter = self.apgd_targeted.n_iter = self.fab.n_iter = 2
+        self.square.n_queries = 5
+
+    monkeypatch.setattr(AutoAttack, "_set_version", small_budgets)
     torch.manual_seed(0)
-    model = WideResNet(10, 1, 9).eval()
-    x, y = torch.rand(4, 3, 32, 32), torch.arange(4)
+    model = WideResNet(10, 1, 9).eval()  # RestrictedImageNet has 9 classes
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # all points start correct, so every attack (targeted ones too) runs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = autoattack_accuracy(model, x, y, 0.5, version="standard", batch_size=4)
-    assert 0.0 <= out["robust"] <= out["clean"] <= 1.0
+    assert out["clean"] == 1.0 and 0.0 <= out["robust"] <= 1.0
     assert list(out["per_attack"]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-T = TypeVar("T")
+Item = TypeVar("Item")  # not `T`: that is the paper's number of sampling steps
 # Tags that keep the seeds derived for different uses apart.
 _ORDER, _AUGMENT, _STREAM, _WORKERS = 0, 1, 2, 3
 
@@ -170,7 +170,7 @@ def make_loader(
     return _loader(dataset, sampler, workers, seed)
 
 
-def infinite(loader: Iterable[T]) -> Iterator[T]:
+def infinite(loader: Iterable[Item]) -> Iterator[Item]:
     """Yield the batches of `loader` forever, epoch after epoch."""
     while True:
         empty = True
