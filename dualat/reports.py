@@ -380,6 +380,12 @@ def compare_augmentations(ours: str, paper: str) -> tuple[bool, str]:
     return a == b, how or "same"
 
 
+TABLE6_NOTES = {
+    ("cifar", "L_AT-CE"): "the paper's table names no crop; the released code crops (RandomCrop(32, pad 4), "
+    "REFERENCE.md), and so do we",
+}
+
+
 def table6() -> list[dict]:
     from dualat.data import classification_transform, generative_transform
 
@@ -393,7 +399,8 @@ def table6() -> list[dict]:
         name = "RIN" if family == "rin" else "CIFAR-10/100"
         for q, v in P.TABLE6[family].items():
             same, how = compare_augmentations(ours[q], v)
-            rows.append(_row(name, q, v, ours[q], kind="setting", same=same, how=how))
+            note = TABLE6_NOTES.get((family, q), "")
+            rows.append(_row(name, q, v, ours[q], note, kind="setting", same=same, how=how))
     return rows
 
 
@@ -489,13 +496,18 @@ def finish_rows(rows: list[dict], profile: str) -> tuple[list[dict], list[str]]:
     a profile other than `paper` has no difference column (a quick number minus the paper's means
     nothing)."""
     out = [
-        r | {"difference": difference(r, profile), "verdict": verdict(r, profile), "± (ours)": r.get("std", "")}
+        r | {"difference": difference(r, profile), "verdict": verdict(r, profile), "± (ours)": _std_cell(r)}
         for r in rows
     ]
     fields = list(FIELDS)
     if profile != "paper" and not any(r["kind"] == "setting" for r in rows):
         fields.remove("difference")
     return out, fields
+
+
+def _std_cell(row: dict) -> Any:
+    """The ± of our number: empty without one, and where our number itself is missing."""
+    return "" if isinstance(row["ours"], NotComputed) else row.get("std", "")
 
 
 def _cells(rows: list[dict], fields: list[str]) -> tuple[list[list[str]], list[str]]:
