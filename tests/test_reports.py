@@ -225,3 +225,20 @@ def test_figures_draw_with_records_missing(fake):
 def test_value_of_not_computed_string():
     v = reports.value({"a": "not computed: CIFAR-100 data missing"}, "a", "b")
     assert isinstance(v, NotComputed) and v.reason == "CIFAR-100 data missing"
+
+
+def test_autoattack_keeps_its_own_warnings():
+    """A model that outputs probabilities trips AutoAttack's check_range_output; the warning
+    reaches the result (and from there the accuracy record and the report)."""
+    import torch
+    from torch import nn
+
+    from dualat.metrics import autoattack_accuracy
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10), nn.Softmax(-1))
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    out = autoattack_accuracy(model, x, y, 0.5, version="custom", attacks=["apgd-ce"], batch_size=8, progress=False)
+    assert any("probability distribution" in w for w in out["warnings"])
+    logits = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    out = autoattack_accuracy(logits, x, y, 0.5, version="custom", attacks=["apgd-ce"], batch_size=8, progress=False)
+    assert out["warnings"] == []
