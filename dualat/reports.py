@@ -724,6 +724,7 @@ def _save(fig, number: int) -> Path:
 
 
 def _not_computed_axes(ax, reason: str) -> None:
+    reason = reason.replace("not computed: ", "")  # str(NotComputed) carries the prefix already
     ax.text(
         0.5,
         0.5,
@@ -764,11 +765,12 @@ def figure1() -> Path:
                     for c, f, e in pts:
                         ax.annotate(f"{e:g}", (c, f), fontsize=7, textcoords="offset points", xytext=(3, 3))
                     drawn = True
-        reason = str(value(record(dataset, "dualat", "counterfactuals"), "fid"))
+        fid = value(record(dataset, "dualat", "counterfactuals"), "fid")
+        reason = fid.reason if isinstance(fid, NotComputed) else "no finite (confidence, FID) point in the records"
         if dataset == FIGURE1_PAPER_DATASET:
             _paper_points(ax)
             if not drawn:
-                ax.text(0.02, 0.02, "ours not computed:\n" + _wrap(reason, 50), fontsize=7, transform=ax.transAxes)
+                ax.text(0.02, 0.02, "ours: not computed:\n" + _wrap(reason, 50), fontsize=7, transform=ax.transAxes)
             drawn = True
         if drawn:
             ax.set(title=DATASET_NAMES[dataset], xlabel="confidence p(t|x')", ylabel="class-wise FID")
