@@ -672,7 +672,7 @@ def comparisons(dataset: str = "cifar10") -> dict:
         )  # fmt: skip
     for m in METHODS:
         out[f"{m}_vs_control"] = compare_kid(
-            METHOD_NAMES[m], kid_of(gen[m]), "its seed images x0", _control_kid(gen[m]),
+            METHOD_NAMES[m], kid_of(gen[m]), "its seed images x0 (control)", _control_kid(gen[m]),
             value(gen[m], "fid_conditional"), value(gen[m], "control", "fid"),
         )  # fmt: skip
     return out
@@ -1085,17 +1085,20 @@ def write_index(
     comp_html = "".join(
         f"<h3>{html.escape(DATASET_NAMES[d])}</h3>{_list(comparison_text(profile, c))}" for d, c in comps.items()
     )
+    notes: dict[str, int] = {}
     image_rows = "".join(
         f"<tr><td>{html.escape(DATASET_NAMES[e['dataset']])}</td><td>{html.escape(METHOD_NAMES[e['method']])}</td>"
         f"<td>{html.escape(e['what'])}</td><td>"
         + (
             f"<a href='{html.escape(e['link'])}'>{html.escape(e['link'])}</a>"
             if e["link"]
-            else f"<span class='nc'>not computed: {html.escape(e['reason'])}</span>"
+            else f"<span class='nc'>not computed: {html.escape(short_reason(e['reason']))} "
+            f"[{notes.setdefault(e['reason'], len(notes) + 1)}]</span>"
         )
         + "</td></tr>"
         for e in images
     )
+    image_notes = "".join(f"<p class='note'>[{n}] not computed: {html.escape(r)}</p>" for r, n in notes.items())
     warnings_lines = autoattack_warnings() or ["no accuracy record yet"]
     body = (
         f"<p>profile <b>{html.escape(profile)}</b> · code revision <code>{html.escape(git_revision())}</code> · "
@@ -1105,7 +1108,7 @@ def write_index(
         f"<h2>Comparisons</h2>{comp_html}"
         f"<h2>Tables</h2><ul>{items}</ul><h2>Figures</h2><ul>{figs}</ul>"
         f"<h2>Calibration diagrams and counterfactual grids of every model</h2>"
-        f"<table><tr><th>dataset</th><th>method</th><th>image</th><th>file</th></tr>{image_rows}</table>"
+        f"<table><tr><th>dataset</th><th>method</th><th>image</th><th>file</th></tr>{image_rows}</table>{image_notes}"
         f"<h2>AutoAttack warnings</h2>{_list(warnings_lines)}"
         f"<h2>Executed notebooks (pipeline stages)</h2><table><tr><th>stage</th><th>seconds</th><th>started</th></tr>{rows}</table>"
     )

@@ -200,6 +200,9 @@ def test_index_links_images_and_sections(fake):
     ):
         assert section in index
     assert "not evidence for or against the paper" in index
+    assert "not computed: cifar100 data missing [" in index  # short in the cell, full in a footnote
+    cell, footnote = index.split("cifar100 data missing [", 1)
+    assert "/data/a/cifar100_test_00.npz" not in cell and "/data/a/cifar100_test_00.npz" in footnote
 
 
 def test_rows_by_class_regroups_a_label_sorted_grid(tmp_path):
