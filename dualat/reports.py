@@ -573,10 +573,23 @@ def autoattack_warnings(datasets: tuple[str, ...] = DATASETS, methods: tuple[str
     return lines
 
 
+def fid_protocols(records: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """How each generation record's FID/KID was computed (`metrics.fid_protocol`)."""
+    lines = []
+    for dataset, method, group in records:
+        gen = record(dataset, method, group) if group == "generation" else None
+        if gen is None or isinstance(gen, NotComputed):
+            continue
+        protocol = value(gen, "fid_protocol")
+        text = str(protocol) if isinstance(protocol, NotComputed) else _describe_value(protocol)
+        lines.append(f"FID/KID protocol, {DATASET_NAMES[dataset]} {METHOD_NAMES[method]}: {text}")
+    return lines
+
+
 def table_notes(number: int) -> list[str]:
-    """Model/data sources and AutoAttack warnings of the records a table reads."""
+    """Model/data sources, FID protocols and AutoAttack warnings of the records a table reads."""
     records = TABLE_RECORDS.get(number, ())
-    notes = model_sources(records)
+    notes = model_sources(records) + fid_protocols(records)
     accuracy = sorted({(d, m) for d, m, g in records if g == "accuracy"})
     for dataset, method in accuracy:
         notes += autoattack_warnings((dataset,), (method,))

@@ -64,6 +64,7 @@ def fake(tmp_path, monkeypatch):
             "control": {"fid": 120.0, "kid": _kid(0.1, 0.002)},
             "inception_score": 9.9,
             "n_samples": 100,
+            "fid_protocol": {"mode": "clean", "n": 100, "reference": "train"},
         }
         _write(res / "cifar10" / m / "generation" / "generation.json", gen, extra)
         (res / "cifar10" / m / "accuracy" / "reliability.png").write_bytes(b"png")
@@ -169,6 +170,7 @@ def test_sources_and_autoattack_warnings(fake):
     assert "model models/cifar10/dualat/best.pt (selected); data cifar10: local npz" in page
     assert "AutoAttack warnings, CIFAR-10 Dual-AT: it seems that the output is a probability" in page
     assert "AutoAttack warnings, CIFAR-10 RATIO: none" in page
+    assert "FID/KID protocol, CIFAR-10 RATIO: mode: clean; n: 100; reference: train" in page
     assert any("Dual-AT: it seems" in line for line in reports.autoattack_warnings())
 
 
