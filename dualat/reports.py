@@ -566,7 +566,7 @@ def autoattack_warnings(datasets: tuple[str, ...] = DATASETS, methods: tuple[str
             name = f"{DATASET_NAMES[dataset]} {METHOD_NAMES[method]}"
             got = value(acc, "autoattack", "warnings")
             if isinstance(got, NotComputed):
-                text = f"not computed: {got.reason}"
+                text = f"not computed: {short_reason(got.reason)}"
             else:
                 text = "; ".join(got) if got else "none"
             lines.append(f"AutoAttack warnings, {name}: {text}")
@@ -581,7 +581,11 @@ def fid_protocols(records: tuple[tuple[str, str, str], ...]) -> list[str]:
         if gen is None or isinstance(gen, NotComputed):
             continue
         protocol = value(gen, "fid_protocol")
-        text = str(protocol) if isinstance(protocol, NotComputed) else _describe_value(protocol)
+        text = (
+            f"not computed: {short_reason(protocol.reason)}"
+            if isinstance(protocol, NotComputed)
+            else (_describe_value(protocol))
+        )
         lines.append(f"FID/KID protocol, {DATASET_NAMES[dataset]} {METHOD_NAMES[method]}: {text}")
     return lines
 
@@ -627,7 +631,8 @@ def _verdict_rule(profile: str) -> str:
     if profile != "paper":
         return (
             f"The {profile} profile runs other settings on fewer images: its numbers are not comparable "
-            "with the paper's, so there is no verdict and no difference column for them."
+            f"with the paper's: their verdicts read '{profile} profile, not comparable' and the record tables "
+            "have no difference column."
         )
     tol = ", ".join(f"{k} {_tol_text(k)}" for k in TOLERANCE)
     return f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports.py)."
@@ -652,7 +657,8 @@ def compare_kid(name_a: str, a: Any, name_b: str, b: Any, fid_a: Any = None, fid
     (`kid_difference_exceeds`), with the numbers behind it."""
     for v in (a, b):
         if isinstance(v, NotComputed):
-            return {"exceeds": None, "statement": f"{name_a} vs {name_b}: not computed: {v.reason}"}
+            statement = f"{name_a} vs {name_b}: not computed: {short_reason(v.reason)}"
+            return {"exceeds": None, "statement": statement, "reason": v.reason}
     (ma, sa), (mb, sb) = a, b
     threshold = K_SIGMA * math.sqrt(sa**2 + sb**2)
     exceeds = kid_difference_exceeds(ma, sa, mb, sb)

@@ -150,7 +150,8 @@ def test_missing_fields_read_not_in_this_record(fake):
     gen = reports.record("cifar10", "dualat", "generation")
     del gen["kid_conditional"]
     out = reports.compare_kid("a", reports.kid_of(gen), "b", (1.0, 0.1))
-    assert out["exceeds"] is None and "not computed" in out["statement"]
+    assert out["exceeds"] is None and out["statement"] == "a vs b: not computed: not in this record"
+    assert out["reason"] == "no value kid_conditional.mean in the record"
     assert reports.short_reason("no value kid_conditional.mean in the record") == "not in this record"
 
 
@@ -171,6 +172,10 @@ def test_sources_and_autoattack_warnings(fake):
     assert "AutoAttack warnings, CIFAR-10 Dual-AT: it seems that the output is a probability" in page
     assert "AutoAttack warnings, CIFAR-10 RATIO: none" in page
     assert "FID/KID protocol, CIFAR-10 RATIO: mode: clean; n: 100; reference: train" in page
+    del_warnings = reports.record("cifar10", "ratio", "accuracy")
+    del del_warnings["autoattack"]["warnings"]  # a record written before warnings were kept
+    _write(fake / "results" / "cifar10" / "ratio" / "accuracy" / "accuracy.json", del_warnings)
+    assert "AutoAttack warnings, CIFAR-10 RATIO: not computed: not in this record" in reports.autoattack_warnings()
     assert any("Dual-AT: it seems" in line for line in reports.autoattack_warnings())
 
 
