@@ -101,6 +101,7 @@ def accuracy(cfg: Config, method: str, model_path: str | Path, out_dir: str | Pa
                 "clean_acc": aa["clean"],
                 "per_attack": aa["per_attack"],
                 "n": aa["n"],
+                "warnings": aa["warnings"],  # AutoAttack's own sanity checks, shown by the report
             },
             "ece": rel["ece"],
             "reliability": {k: _nan_to_none(rel[k]) for k in ("bin_edges", "bin_acc", "bin_conf", "bin_count")},

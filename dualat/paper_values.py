@@ -8,11 +8,42 @@ TABLE1 = {
     "ratio": {"clean_acc": 92.23, "robust_acc": 76.25, "inception_score": 9.61, "fid": 21.96},
     "standard_at": {"clean_acc": None, "robust_acc": None, "inception_score": None, "fid": None},
 }
+# The paper's spread of its own Dual-AT numbers ("± std" in Tables 1, 2 and 9).
+PAPER_STD = {
+    "cifar10": {"clean_acc": 0.03, "robust_acc": 0.01, "inception_score": 0.02, "fid": 0.03},
+    "cifar100": {"clean_acc": 0.62, "robust_acc": 0.49},
+    "rin": {"clean_acc": 0.34, "robust_acc": 0.73, "fid": 1.10},
+}
+# Text that stands where the paper's value could not be read in our copy of its tables.
+NOT_LEGIBLE = "not legible in the paper's text"
 TABLE1_QUOTED = {  # other hybrid models, quoted by the paper; not reproduced here
-    "Residual Flow": {"clean_acc": 70.3, "inception_score": 3.6, "fid": 46.4},
-    "Glow": {"clean_acc": 67.6, "inception_score": 3.92, "fid": 48.9},
-    "IGEBM": {"clean_acc": 49.1, "inception_score": 8.3, "fid": 37.9},
-    "JEM": {"clean_acc": 92.9, "robust_acc": 40.5, "inception_score": 8.76, "fid": 38.4},
+    "Residual Flow [12]": {"clean_acc": 70.3, "robust_acc": None, "inception_score": 3.6, "fid": 46.4},
+    "Glow [30]": {"clean_acc": 67.6, "robust_acc": None, "inception_score": 3.92, "fid": 48.9},
+    "IGEBM [3]": {"clean_acc": 49.1, "robust_acc": None, "inception_score": 8.3, "fid": 37.9},
+    "JEM [1]": {"clean_acc": 92.9, "robust_acc": 40.5, "inception_score": 8.76, "fid": 38.4},
+}
+# Table 1, right block: generative models quoted by the paper (IS, FID); None where it shows "-".
+TABLE1_GENERATIVE = {
+    "conditional": {
+        "SNGAN [23]": {"inception_score": 8.59, "fid": 25.5},
+        "BigGAN [31]": {"inception_score": 9.22, "fid": 14.73},
+        "StyleGAN2 [32]": {"inception_score": 9.53, "fid": 6.96},
+        "StyleGAN2 ADA [33]": {"inception_score": 10.24, "fid": 3.49},
+    },
+    "unconditional": {
+        "NCSNv2 [34]": {"inception_score": 8.4, "fid": 10.87},
+        "CF-EBM [4]": {"inception_score": None, "fid": 16.71},
+        "EBM-Diffusion [35]": {"inception_score": 8.3, "fid": 9.58},
+        "DDPM [36]": {"inception_score": 9.46, "fid": 3.17},
+    },
+}
+# Table 2 rows quoted by the paper (CIFAR-100 block). Their FID cells (and LeCAM + BigGAN's
+# accuracies, shown as "-") are lost in the paper's text extraction we work from.
+TABLE2_QUOTED = {
+    "cifar100": {
+        "JEM [1]": {"clean_acc": 72.2, "robust_acc": None, "fid": NOT_LEGIBLE},
+        "LeCAM + BigGAN": {"clean_acc": None, "robust_acc": None, "fid": NOT_LEGIBLE},
+    },
 }
 TABLE2 = {
     "cifar100": {
@@ -32,6 +63,18 @@ TABLE7 = {
     "cifar100": {"clean_acc": 71.58, "robust_acc": 47.74},
     "rin": {"clean_acc": 70.37, "robust_acc": 48.96},
 }
+# Table 7 rows we do not reproduce: RATIO as reported in [14] (ResNet-50) and the paper's own
+# RIN RATIO with mixed clean/adversarial training. {dataset: {row: (architecture, clean %, robust %)}}.
+TABLE7_QUOTED = {
+    "cifar10": {"Reported in [14]": ("ResNet50", 91.08, 73.27)},
+    "cifar100": {"Reported in [14]": ("ResNet50", 69.17, 45.55)},
+    "rin": {
+        "Reproduced by the paper (mixed training)": ("ResNet50", 74.29, 44.15),
+        "Reported in [14] (mixed training)": ("ResNet50", 93.94, 49.22),
+    },
+}
+# Table 7's architecture of the RATIO rows we compute.
+TABLE7_ARCH = {"cifar10": "WideResNet-34-10", "cifar100": "WideResNet-34-10", "rin": "ResNet50"}
 # Table 8: PGD steps of test-time sampling (step size 0.2 CIFAR, 8.0 RIN).
 TABLE8 = {
     "dualat": {"cifar10": 33, "cifar100": 32, "rin": 13},
@@ -72,6 +115,10 @@ OOD = {
         "imagenet_od": dict(zip(_SCORES, [(0.8348, 0.5738), (0.7163, 0.4126), (0.8593, 0.6612)])),
         "noise": dict(zip(_SCORES, [(0.8461, 0.7851), (0.4146, 0.3080), (0.9948, 0.9854)])),
     },
+}
+# Table 10's JEM column (quoted by the paper from [14]): {ood set: (clean, adversarial)}; None = "-".
+OOD_JEM = {
+    "cifar10": {"cifar100": (0.876, 0.192), "svhn": (0.893, 0.073), "imagenet_od": None, "noise": (0.118, 0.025)},
 }
 # Figure 1 headline of Sec. 4.3.2 (the text does not name the dataset): (eps, FID, confidence).
 FIGURE1 = {"dualat": (4.0, 25.53, 0.89), "ratio": (8.0, 43.18, 0.89)}

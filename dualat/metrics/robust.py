@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +30,36 @@ from dualat.metrics.accuracy import predict_logits
 from dualat.records import atomic_open
 
 _STATE_VERSION = 1
+AUTOATTACK_LOGGER = "auto-attack"  # the logger pyautoattack's sanity checks (checks.py) warn through
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of WARNING level and above that reach it."""
+
+    def __init__(self, out: list[str]):
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.out.append(record.getMessage())
+
+
+@contextmanager
+def autoattack_warnings():
+    """Collects AutoAttack's own warnings (its sanity checks: randomised or non-logit outputs,
+    zero gradients, a too-successful Square attack, too few classes), whether they go through its
+    logger or through `warnings.warn`. Yields the list of messages, filled while the block runs."""
+    out: list[str] = []
+    handler = _Collect(out)
+    log = logging.getLogger(AUTOATTACK_LOGGER)
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield out
+        out.extend(str(w.message) for w in caught if "pyautoattack" in w.filename or "autoattack" in w.filename)
+    finally:
+        log.removeHandler(handler)
 
 
 def _fingerprint(x: torch.Tensor, y: torch.Tensor, **settings) -> dict:
@@ -67,7 +100,8 @@ def _attack_chunk(
     batch_size: int,
     device: str | torch.device,
 ) -> dict:
-    """Per-sample flags for one chunk: {"clean": [0/1]*n, "after": {attack: [0/1]*n}}."""
+    """Per-sample flags for one chunk: {"clean": [0/1]*n, "after": {attack: [0/1]*n}, "warnings":
+    [AutoAttack's own warnings]}."""
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, attacks=attacks, norm="L2", eps=eps, version=version, device=device, seed=seed)
@@ -79,15 +113,16 @@ def _attack_chunk(
     robust = logits.argmax(1) == y  # (n,) bool
     clean = robust.clone()
     after = {}
-    for name in list(aa.attacks_to_run):
-        idx = robust.nonzero().squeeze(1)
-        if len(idx) > 0:
-            aa.attacks_to_run = [name]
-            x_adv, _ = aa.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
-            # Judge the returned points ourselves rather than trusting the library's bookkeeping.
-            robust[idx] = predict_logits(model, x_adv.cpu(), batch_size, device).argmax(1) == y[idx]
-        after[name] = robust.int().tolist()
-    return {"clean": clean.int().tolist(), "after": after}
+    with autoattack_warnings() as messages:
+        for name in list(aa.attacks_to_run):
+            idx = robust.nonzero().squeeze(1)
+            if len(idx) > 0:
+                aa.attacks_to_run = [name]
+                x_adv, _ = aa.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
+                # Judge the returned points ourselves rather than trusting the library's bookkeeping.
+                robust[idx] = predict_logits(model, x_adv.cpu(), batch_size, device).argmax(1) == y[idx]
+            after[name] = robust.int().tolist()
+    return {"clean": clean.int().tolist(), "after": after, "warnings": list(dict.fromkeys(messages))}
 
 
 def autoattack_accuracy(
@@ -107,7 +142,8 @@ def autoattack_accuracy(
 ) -> dict:
     """L2 AutoAttack accuracy of `model` on x (N, C, H, W) in [0, 1] with labels y (N,).
 
-    Returns {"clean": acc, "robust": acc, "per_attack": {attack: robust acc after it}, "n": N};
+    Returns {"clean": acc, "robust": acc, "per_attack": {attack: robust acc after it}, "n": N,
+    "warnings": [AutoAttack's own sanity-check warnings, each once]};
     for version="standard" the attacks are apgd-ce, apgd-t, fab-t, square, in that order;
     `attacks` picks them for version="custom" (pyautoattack's default settings). The model must
     live on `device`; it runs in eval mode. The global RNG state is left untouched.
@@ -136,4 +172,11 @@ def _summarise(chunks: list[dict], n: int) -> dict:
     names = list(chunks[0]["after"]) if chunks else []
     per_attack = {name: sum(sum(c["after"][name]) for c in chunks) / n for name in names}
     robust = per_attack[names[-1]] if names else clean / n
-    return {"clean": clean / n, "robust": robust, "per_attack": per_attack, "n": n}
+    messages = [m for c in chunks for m in c.get("warnings", [])]  # states saved before had none
+    return {
+        "clean": clean / n,
+        "robust": robust,
+        "per_attack": per_attack,
+        "n": n,
+        "warnings": list(dict.fromkeys(messages)),
+    }
