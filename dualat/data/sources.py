@@ -5,9 +5,11 @@ Every dataset returns `(image, label)` with an int label. With `transform=None` 
 float tensor (3, H, W) in [0, 1]; otherwise the transform receives an RGB PIL image. `n > 0` keeps
 the first n items (deterministic), `n = 0` keeps all. Every dataset has a `provenance` string
 saying which files it was read from and whether they are lossless (`describe` gives the same
-string without reading the data); records and reports carry it, since a JPEG copy shifts FID. A missing source raises DataMissingError;
-data that is there but wrong (a damaged shard, labels out of range, more images asked for than
-there are) raises DataError naming the file and the remedy (shards.py, validate.py).
+string without reading the data); records and reports carry it, since a JPEG copy shifts FID.
+
+A missing source raises DataMissingError; data that is there but wrong (a damaged shard, labels
+out of range, more images asked for than there are) raises DataError naming the file and the
+remedy (shards.py, validate.py).
 """
 
 from __future__ import annotations
