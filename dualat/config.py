@@ -84,6 +84,9 @@ class DataConfig:
     n_ood: int = field(metadata=nonneg())  # 0 = the whole p_ood source
     rin_balance: bool  # RestrictedImageNet: class-balanced sampling of the 9 super-classes
     workers: int = field(metadata=nonneg())
+    # 80M Tiny Images records to skip when `ood` is tiny_images (the CIFAR near-duplicate list):
+    # "" = none; a relative path lies under the data root; used when the file is present.
+    ood_exclude: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,15 @@ class MethodSteps:
 
 
 @dataclass(frozen=True)
+class MethodCheckpoints:
+    """A file evaluated instead of a method's trained model ("" = the pipeline's own model)."""
+
+    standard_at: str
+    ratio: str
+    dualat: str
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     """Test-time generation (Eq. 14 conditional, Eq. 8 unconditional; Table 8)."""
 
@@ -222,7 +234,8 @@ class EvaluateConfig:
     cf_steps: int = field(metadata=positive())
     cf_step_factor: float = field(metadata=positive())  # step size = factor * eps / steps
     cf_n: int = field(metadata=positive())  # training images turned into counterfactuals
-    seed: int
+    seed: int  # also draws the OOD test images (ood_n of each set, uniformly over the set)
+    checkpoints: MethodCheckpoints  # released / own files evaluated instead of trained models
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ is missing, every metric is that `NotComputed` and nothing raises. Images are fl
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -232,10 +233,12 @@ def counterfactuals(
 
 
 def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
-    """OOD detection AUROC (ID = the first `data.n_test` test images, positive) against the first
-    `evaluate.ood_n` images of each set in `evaluate.ood_sets`, for the scores max_y p(y|x) and
-    -E(x) = logsumexp f(x); clean, and with each OOD image attacked (L2 PGD, `evaluate.ood_attack`)
-    to raise the score it is judged by. A missing set gets NotComputed in its cell.
+    """OOD detection AUROC (ID = the first `data.n_test` test images, positive) against
+    `evaluate.ood_n` images drawn at random (`ood_images`) from each set in `evaluate.ood_sets`,
+    for the scores max_y p(y|x) and -E(x) = logsumexp f(x); clean, and with each OOD image
+    attacked (L2 PGD, `evaluate.ood_attack`) to raise the score it is judged by. Each set's cell
+    records its draw (seed, set size, sha256 of the indices, provenance); a missing set gets
+    NotComputed in its cell.
 
     Writes out_dir/ood.json.
     """
@@ -254,12 +257,12 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
         sets: dict[str, Any] = {}
         for name in e.ood_sets:
             try:
-                x_ood = ood_images(cfg, name)
+                x_ood, draw = ood_images(cfg, name)
             except DataMissingError as err:
                 sets[name] = _missing(err)
                 continue
             logits_clean = predict_logits(model, x_ood, e.batch_size, dev)
-            cell: dict[str, Any] = {"n": len(x_ood)}
+            cell: dict[str, Any] = {"n": len(x_ood)} | draw
             with _timed(seconds, name):
                 for key, (score, attack) in scores.items():
                     x_adv = _batched(partial(attack, model, cfg=e.ood_attack), x_ood, e.batch_size, dev, progress)
@@ -295,9 +298,12 @@ def counterfactual_images(
     return pgd_target(model, x, t, counterfactual_attack(eps, e))
 
 
-def ood_images(cfg: Config, name: str) -> torch.Tensor:
-    """The first `evaluate.ood_n` images (N, C, H, W) in [0, 1] of OOD set `name` (all of them
-    if it holds fewer), at the ID image size; raises DataMissingError when its files are absent."""
+def ood_images(cfg: Config, name: str) -> tuple[torch.Tensor, dict]:
+    """`evaluate.ood_n` images (N, C, H, W) in [0, 1] of OOD set `name` (all of them if it holds
+    fewer), drawn uniformly without replacement over the whole set (`draw_indices` with
+    `evaluate.seed`; file order would give a few classes, e.g. ImageNet's first ones), at the ID
+    image size, and the draw: {seed, set_size, indices_sha256, provenance}. Only the drawn items
+    are decoded. Raises DataMissingError when the set's files are absent."""
     from dualat.data import get_dataset, test_transform
 
     if name not in OOD_SPLITS:
@@ -308,11 +314,17 @@ def ood_images(cfg: Config, name: str) -> torch.Tensor:
     else:
         same_size = OOD_NATIVE_SIZE.get(name) == size
         transform = test_transform(dataset) if same_size else test_transform(dataset, resize=True)
-        try:  # reads only the shards holding the first ood_n images
-            ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform, n=e.ood_n)
-        except ValueError:  # the set holds fewer than ood_n images: take them all
-            ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform)
-    return pipeline.stack(ds, e.ood_n)[0]
+        ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform)  # image files stay unread
+    indices = draw_indices(len(ds), e.ood_n, e.seed)
+    x = torch.stack([ds[int(i)][0] for i in indices])
+    digest = hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
+    return x, {"seed": e.seed, "set_size": len(ds), "indices_sha256": digest, "provenance": ds.provenance}
+
+
+def draw_indices(set_size: int, n: int, seed: int) -> np.ndarray:
+    """min(n, set_size) distinct indices (sorted, int64) drawn uniformly from range(set_size)."""
+    n = min(n, set_size)
+    return np.sort(np.random.default_rng(seed).choice(set_size, n, replace=False)).astype(np.int64)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -348,7 +360,11 @@ def _run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0, seconds = time.time(), {}
-    reason = pipeline.read_status(Path(model_path).parent)
+    external = _is_external(cfg, method, model_path)
+    if external and not Path(model_path).is_file():
+        raise FileNotFoundError(f"checkpoint {model_path} not found ({_model_choice(cfg, method, model_path)})")
+    # a trained model's folder says whether its stage computed it; an external file has no stage
+    reason = None if external else pipeline.read_status(Path(model_path).parent)
     key = _record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
     previous = out_dir / f"{group}.json"
     if key is not None and previous.is_file():
@@ -371,7 +387,9 @@ def _run(
         config=to_dict(cfg),
         checkpoint=model_path,
         extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
-        | {"model_file": _model_choice(cfg, method, model_path)},
+        | {"model_file": _model_choice(cfg, method, model_path)}
+        | {"model_source": _model_source(cfg, method, model_path, external)}
+        | {"data_provenance": _data_provenance(cfg)},
         wall_seconds=time.time() - t0,
     )
     return metrics
@@ -398,6 +416,34 @@ def _model_choice(cfg: Config, method: str, model_path: str | Path) -> str:
     """Which file was evaluated and why (the pipeline's selected model, or a user's file)."""
     selected, why = pipeline.selected_model(cfg, method)
     return why if Path(model_path) == selected else f"{model_path}: given by the caller"
+
+
+def _is_external(cfg: Config, method: str, model_path: str | Path) -> bool:
+    """True for a file not trained by this pipeline: the file of `evaluate.checkpoints.<method>`,
+    or a caller's file without a training status.json beside it (e.g. a released checkpoint)."""
+    path = Path(model_path)
+    if getattr(cfg.evaluate.checkpoints, method) and path == pipeline.selected_model(cfg, method)[0]:
+        return True
+    return path != pipeline.trained_model(cfg, method)[0] and not (path.parent / "status.json").is_file()
+
+
+def _model_source(cfg: Config, method: str, model_path: str | Path, external: bool) -> str:
+    """Where the evaluated model came from, for records and tables: "trained here (<file>: why)"
+    or "external: <path> (sha256 <hex>)"."""
+    from dualat.records import sha256_file
+
+    if external:
+        return f"external: {model_path} (sha256 {sha256_file(model_path)})"
+    return f"trained here ({_model_choice(cfg, method, model_path)})"
+
+
+def _data_provenance(cfg: Config) -> dict:
+    """Where each data set of the evaluation comes from and whether losslessly (README, Data)."""
+    from dualat.data import describe
+
+    base, e = pipeline.root(cfg), cfg.evaluate
+    sets = {name: describe(name, OOD_SPLITS[name], base, seed=e.seed) for name in e.ood_sets}
+    return pipeline.data_provenance(cfg) | {"ood_sets": sets}
 
 
 def check_finite_outputs(model: nn.Module, cfg: Config, model_path: str | Path, n: int = 16) -> None:

@@ -38,7 +38,17 @@ def model_dir(dataset: str, method: str) -> Path:
 
 
 def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
-    """The checkpoint reported for `method` and why that one (recorded with every evaluation).
+    """The checkpoint evaluated for `method` and why that one (recorded with every evaluation):
+    the file of `evaluate.checkpoints.<method>` when set (a released or one's own checkpoint,
+    evaluated instead of the trained model), else `trained_model`."""
+    external = getattr(cfg.evaluate.checkpoints, method, "") if method in METHOD_STAGE else ""
+    if external:
+        return Path(external), f"external checkpoint {external} (evaluate.checkpoints.{method})"
+    return trained_model(cfg, method)
+
+
+def trained_model(cfg: Config, method: str) -> tuple[Path, str]:
+    """The checkpoint training selected for `method` and why (stage 2 starts from standard_at's).
 
     standard_at / ratio: best.pt (best PGD robust test accuracy). dualat: best_fid.pt (best FID
     during training), or final.pt when `stage2.eval_fid_samples` is 0 (no FID, so no selection).
@@ -107,8 +117,48 @@ def ood_set(cfg: Config, transform=None):
     """p_ood, the auxiliary OOD source of stage 2, RATIO and the sample seeds."""
     from dualat.data import get_dataset
 
-    ds = get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood, n_key="data.n_ood")
+    kw, note = _ood_exclusion(cfg)
+    ds = get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood, n_key="data.n_ood", **kw)
+    if note:
+        ds.provenance += note
     return checked(cfg, ds, cfg.data.ood, classes=False)
+
+
+def ood_exclude_file(cfg: Config) -> Path | None:
+    """The file of `data.ood_exclude` (a relative path lies under the data root); None for ""."""
+    if not cfg.data.ood_exclude:
+        return None
+    path = Path(cfg.data.ood_exclude)
+    return path if path.is_absolute() else root(cfg) / path
+
+
+def _ood_exclusion(cfg: Config) -> tuple[dict, str]:
+    """get_dataset keywords for p_ood's exclusion list (80M Tiny Images only) and a provenance
+    note when the configured list is absent (then nothing is excluded, with a warning)."""
+    file = ood_exclude_file(cfg)
+    if cfg.data.ood != "tiny_images" or file is None:
+        return {}, ""
+    if file.is_file():
+        return {"exclude_files": [file]}, ""
+    import warnings
+
+    note = f"; data.ood_exclude {file} not found, so no CIFAR near-duplicates were excluded"
+    warnings.warn(note[2:], stacklevel=3)
+    return {}, note
+
+
+def data_provenance(cfg: Config) -> dict[str, str]:
+    """Where the training set, the test set and p_ood are read from, and whether losslessly
+    (`data.describe`; e.g. the lossless torchvision CIFAR folder or the JPEG offline shards)."""
+    from dualat.data import describe
+
+    d, base = cfg.data, root(cfg)
+    kw, note = _ood_exclusion(cfg)
+    return {
+        "train": describe(d.dataset, "train", base),
+        "test": describe(d.dataset, "test" if d.dataset != "rin" else "val", base),
+        "p_ood": describe(d.ood, "train", base, **kw) + note,
+    }
 
 
 def stack_range(dataset, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,6 +397,7 @@ def prepare(cfg: Config, out_dir: str | Path) -> dict:
     reason = missing_data(cfg)
     info = {} if reason else {"n_train": len(train_set(cfg)), "n_test": len(test_set(cfg)), "n_ood": len(ood_set(cfg))}
     info["data_sha256"] = data_fingerprint(cfg)  # a changed data file reruns the stages after this one
+    info["provenance"] = data_provenance(cfg)  # e.g. lossless torchvision CIFAR or the JPEG shards
     status = write_status(out_dir, reason, **info)
     if reason is None:
         mu, _ = reference_stats(cfg, out_dir / "fid_ref" / "stats.npz")

@@ -33,7 +33,7 @@ def main() -> None:
     out = args.out or pipeline.model_dir(args.dataset, args.method)
     init, ref_path = None, None
     if args.method == "dualat":  # as notebooks/03_train_dualat.ipynb
-        init = args.init or pipeline.selected_model(cfg, "standard_at")[0]
+        init = args.init or pipeline.trained_model(cfg, "standard_at")[0]
         ref_path = pipeline.fid_ref_path(args.dataset)
     status = pipeline.train(cfg, args.method, out, init=init, ref_path=ref_path)
     if distributed.is_main():

@@ -3,9 +3,13 @@ RestrictedImageNet, ImageNetOD, uniform noise and any image folder.
 
 Every dataset returns `(image, label)` with an int label. With `transform=None` the image is a
 float tensor (3, H, W) in [0, 1]; otherwise the transform receives an RGB PIL image. `n > 0` keeps
-the first n items (deterministic), `n = 0` keeps all. A missing source raises DataMissingError;
-data that is there but wrong (a damaged shard, labels out of range, more images asked for than
-there are) raises DataError naming the file and the remedy (shards.py, validate.py).
+the first n items (deterministic), `n = 0` keeps all. Every dataset has a `provenance` string
+saying which files it was read from and whether they are lossless (`describe` gives the same
+string without reading the data); records and reports carry it, since a JPEG copy shifts FID.
+
+A missing source raises DataMissingError; data that is there but wrong (a damaged shard, labels
+out of range, more images asked for than there are) raises DataError naming the file and the
+remedy (shards.py, validate.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dualat.data.validate import first_n as _first
 
 Transform = Callable[[Any], Any]
 
+SHARDS_NOTE = "JPEG q75 offline copy, lossy: see ../shared/datasets/README.md"
 OFFLINE_HINT = (
     "the project's offline uint8 .npz copies (../shared/datasets/ from the project root, see its "
     "README.md) are such shards"
@@ -56,7 +61,8 @@ def _to_sample(img: np.ndarray | Image.Image, transform: Transform | None) -> An
 
 class ArrayImages(Dataset):
     """In-memory images `x` (N, H, W, 3) uint8 with labels `y` (N,) int64; `source` names where
-    they came from (in error messages), `image_hw` is their (H, W)."""
+    they came from (in error messages), `provenance` describes them (default: `source`),
+    `image_hw` is their (H, W)."""
 
     def __init__(
         self,
@@ -65,12 +71,14 @@ class ArrayImages(Dataset):
         transform: Transform | None = None,
         classes: Sequence[str] | None = None,
         source: str = "arrays",
+        provenance: str = "",
     ) -> None:
         check_arrays(source, x, np.asarray(y))
         self.x, self.y = x, np.asarray(y, dtype=np.int64)
         self.transform = transform
         self.classes = None if classes is None else list(classes)
         self.source = source
+        self.provenance = provenance or source
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -89,7 +97,13 @@ def _from_shards(name: str, split: str, files: list[Path], transform, n: int, cl
     keep = _first(n, len(x), f"{name} {split}")
     if "wnids" in extra:
         classes = [str(w) for w in extra["wnids"]]
-    return ArrayImages(x[:keep], y[:keep], transform, classes, source=str(files[0]))
+    return ArrayImages(x[:keep], y[:keep], transform, classes, source=str(files[0]), provenance=_shards_text(files))
+
+
+def _shards_text(files: Sequence[Path]) -> str:
+    """Provenance of offline shards: their name pattern, count and lossiness."""
+    prefix = files[0].name[: -len("_00.npz")]
+    return f"{prefix}_NN.npz ({len(files)} shards; {SHARDS_NOTE})"
 
 
 # name -> (torchvision folder, torchvision class, archive URL)
@@ -117,42 +131,53 @@ def cifar(
 ) -> ArrayImages:
     """CIFAR-10/100 ("cifar10"/"cifar100"), split "train"/"test", images kept as one uint8 array.
 
-    Sources in order: offline shards `{name}_{split}_NN.npz` in root (shards.py: other files are
-    ignored; each shard is checked, and verified against a SHA256SUMS beside it), the torchvision
-    folder (`cifar-10-batches-py/` or `cifar-100-python/`) under root, and, if `download`, a
-    torchvision download into root.
+    Sources in order: the torchvision folder (`cifar-10-batches-py/` or `cifar-100-python/`,
+    lossless) under root, or a torchvision download into root if `download`; else the offline
+    shards `{name}_{split}_NN.npz` in root (JPEG q75, lossy; shards.py: other files are ignored,
+    each shard is checked and verified against a SHA256SUMS beside it). `provenance` says which.
     """
     _check_choice("name", name, tuple(_CIFAR))
     _check_choice("split", split, ("train", "test"))
     root = data_root(root)
     pattern = f"{name}_{split}_NN.npz"
     classes = CIFAR10_CLASSES if name == "cifar10" else None
-    files = find_shards(root, f"{name}_{split}")
-    if files:
-        return _from_shards(name, split, files, transform, n, classes)
     folder, tv_class, url = _CIFAR[name]
-    tried = [root / pattern, root / folder]
+    tried = [root / folder, root / pattern]
     how = (
         f"put `{folder}/` (extracted from {url}) under {root}, or run "
         f"torchvision.datasets.{tv_class}({str(root)!r}, download=True) on a machine with "
         f"internet (or call cifar(..., download=True))"
     )
-    if name == "cifar10":
-        how += f"; or use {name}_{split}_NN.npz shards (NN = 00, 01, ...): {OFFLINE_HINT}"
-    how += ignored_lookalikes(root, f"{name}_{split}")
     if not (root / folder).is_dir() and not download:
-        raise DataMissingError(name, tried, how)
+        files = find_shards(root, f"{name}_{split}")
+        if files:
+            return _from_shards(name, split, files, transform, n, classes)
+        if name == "cifar10":
+            how += f"; or use {name}_{split}_NN.npz shards (NN = 00, 01, ...): {OFFLINE_HINT}"
+        raise DataMissingError(name, tried, how + ignored_lookalikes(root, f"{name}_{split}"))
     import torchvision.datasets as tvd
 
     try:
         tv = getattr(tvd, tv_class)(str(root), train=split == "train", download=download)
     except RuntimeError as err:  # torchvision's integrity check failed
-        raise DataMissingError(name, tried, f"{root / folder} was rejected ({err}); {how}") from err
+        also = f"; or remove it to use the {pattern} shards" if find_shards(root, f"{name}_{split}") else ""
+        raise DataMissingError(name, tried, f"{root / folder} was rejected ({err}); {how}{also}") from err
     targets = np.asarray(tv.targets)
     check_arrays(root / folder, tv.data, targets)
     check_labels(root / folder, targets, NUM_CLASSES[name], name)
     keep = _first(n, len(tv.data), f"{name} {split}")
-    return ArrayImages(tv.data[:keep], targets[:keep], transform, tv.classes, source=str(root / folder))
+    return ArrayImages(
+        tv.data[:keep],
+        targets[:keep],
+        transform,
+        tv.classes,
+        source=str(root / folder),
+        provenance=_lossless_text(folder),
+    )
+
+
+def _lossless_text(file: str) -> str:
+    return f"{file} (lossless, torchvision format)"
 
 
 def svhn(
@@ -184,7 +209,10 @@ def svhn(
     check_arrays(file, x, labels)
     check_labels(file, labels, NUM_CLASSES["svhn"], "svhn")
     keep = _first(n, len(x), f"svhn {split}")
-    return ArrayImages(x[:keep], labels[:keep], transform, [str(d) for d in range(10)], source=str(file))
+    digits = [str(d) for d in range(10)]
+    return ArrayImages(
+        x[:keep], labels[:keep], transform, digits, source=str(file), provenance=_lossless_text(file.name)
+    )
 
 
 class TinyImages(Dataset):
@@ -194,8 +222,11 @@ class TinyImages(Dataset):
     RECORD = 32 * 32 * 3
     image_hw = (32, 32)
 
-    def __init__(self, path: Path, excluded: np.ndarray, n: int, transform: Transform | None):
+    def __init__(
+        self, path: Path, excluded: np.ndarray, n: int, transform: Transform | None, provenance: str = ""
+    ) -> None:
         self.path, self.transform, self.source = path, transform, str(path)
+        self.provenance = provenance or _tiny_text(())
         size = path.stat().st_size
         if size % self.RECORD:
             raise DataError(
@@ -284,7 +315,13 @@ def tiny_images(
             )
         excluded.append(_read_indices(Path(file)) - base)
     excluded_all = np.concatenate(excluded) if excluded else np.zeros(0, np.int64)
-    return TinyImages(path, excluded_all, n, transform)
+    return TinyImages(path, excluded_all, n, transform, _tiny_text(exclude_files))
+
+
+def _tiny_text(exclude_files: Sequence) -> str:
+    names = [Path(e[0] if isinstance(e, tuple) else e).name for e in exclude_files]
+    without = f"without the records listed in {', '.join(names)}" if names else "no exclusion list"
+    return f"tiny_images.bin (80M Tiny Images, {without})"
 
 
 def tinyimagenet32(
@@ -316,8 +353,10 @@ class FileImages(Dataset):
         samples: list[tuple[str, int]],
         transform: Transform | None = None,
         classes: Sequence[str] = (),
+        provenance: str = "image files",
     ) -> None:
         self.samples, self.transform, self.classes = samples, transform, list(classes)
+        self.provenance = provenance
         self.targets = [label for _, label in samples]
         self.sample_weights: torch.Tensor | None = None
 
@@ -387,7 +426,7 @@ def restricted_imagenet(
     (hence class) order.
     """
     samples = _imagenet_samples(split, root, rin_label, "RestrictedImageNet (ImageNet)")
-    ds = FileImages(samples[: _first(n, len(samples), f"rin {split}")], transform, RIN_CLASSES)
+    ds = FileImages(samples[: _first(n, len(samples), f"rin {split}")], transform, RIN_CLASSES, _imagenet_text(split))
     if balance:
         labels = torch.tensor(ds.targets, dtype=torch.long)
         counts = torch.bincount(labels, minlength=len(RIN_CLASSES)).double()
@@ -408,7 +447,12 @@ def imagenet_od(
         lambda i: 0 if rin_label(i) is None else None,
         "ImageNetOD (ImageNet)",
     )
-    return FileImages(samples[: _first(n, len(samples), f"imagenet_od {split}")], transform, ["ood"])
+    keep = _first(n, len(samples), f"imagenet_od {split}")
+    return FileImages(samples[:keep], transform, ["ood"], _imagenet_text(split))
+
+
+def _imagenet_text(split: str) -> str:
+    return f"imagenet/{split} (ILSVRC2012 class folders, JPEG as distributed)"
 
 
 class UniformNoise(Dataset):
@@ -420,6 +464,7 @@ class UniformNoise(Dataset):
             raise ValueError(f"uniform_noise needs n > 0, got {n}")
         self.n, self.size, self.seed, self.transform = n, size, seed, transform
         self.image_hw, self.source = (size, size), "uniform noise"
+        self.provenance = _noise_text(seed)
 
     def __len__(self) -> int:
         return self.n
@@ -430,6 +475,10 @@ class UniformNoise(Dataset):
         g = torch.Generator().manual_seed(self.seed + i)
         img = torch.randint(0, 256, (self.size, self.size, 3), dtype=torch.uint8, generator=g)
         return _to_sample(img.numpy(), self.transform), 0
+
+
+def _noise_text(seed: int) -> str:
+    return f"uniform noise (generated, seed {seed} + index)"
 
 
 def uniform_noise(n: int, size: int = 32, seed: int = 0, transform: Transform | None = None) -> UniformNoise:
@@ -452,7 +501,54 @@ def image_folder(root: str | Path | None, transform: Transform | None = None, n:
     keep = _first(n, len(ds), "folder")
     ds.samples = ds.imgs = ds.samples[:keep]
     ds.targets = ds.targets[:keep]
+    ds.provenance = _folder_text(folder)
     return ds
+
+
+def _folder_text(folder: Path) -> str:
+    return f"{folder} (image folder)"
+
+
+def describe(name: str, split: str = "train", root: str | Path | None = None, **kw: Any) -> str:
+    """The `provenance` string of `get_dataset(name, split, root, **kw)`, without reading images
+    ("not found: ..." when the source is missing, "invalid: ..." for misnumbered shards). Keywords
+    as for get_dataset: exclude_files (tiny_images), seed (noise)."""
+    try:
+        return _describe(name, split, data_root(root), **kw)
+    except DataError as err:
+        return f"invalid: {err}"
+
+
+def _describe(name: str, split: str, root: Path, **kw: Any) -> str:
+    if name in _CIFAR:
+        folder = _CIFAR[name][0]
+        if (root / folder).is_dir():
+            return _lossless_text(folder)
+        files = find_shards(root, f"{name}_{split}")
+        return _shards_text(files) if files else f"not found: neither {folder}/ nor {name}_{split}_NN.npz in {root}"
+    if name == "tinyimagenet32":
+        prefix = f"tinyimagenet32_{'train50pc' if split == 'train' else 'val'}"
+        files = find_shards(root, prefix)
+        return _shards_text(files) if files else f"not found: no {prefix}_NN.npz in {root}"
+    present = {
+        "svhn": lambda: (root / f"{split}_32x32.mat").is_file(),
+        "tiny_images": lambda: (root / "tiny_images.bin").is_file(),
+        "rin": lambda: (root / "imagenet" / split).is_dir(),
+        "imagenet_od": lambda: (root / "imagenet" / split).is_dir(),
+        "noise": lambda: True,
+        "folder": lambda: root.is_dir(),
+    }
+    texts = {
+        "svhn": lambda: _lossless_text(f"{split}_32x32.mat"),
+        "tiny_images": lambda: _tiny_text(kw.get("exclude_files", ())),
+        "rin": lambda: _imagenet_text(split),
+        "imagenet_od": lambda: _imagenet_text(split),
+        "noise": lambda: _noise_text(kw.get("seed", 0)),
+        "folder": lambda: _folder_text(root),
+    }
+    if name not in texts:
+        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    return texts[name]() if present[name]() else f"not found: {name} ({split}) under {root}"
 
 
 def get_dataset(
