@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dualat import proxy
+from dualat import proxy, reports
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [  # WRN-10-1, a few dozen images, one attack step: the whole chain in a few seconds
@@ -64,7 +64,9 @@ def test_gpu_proxy_script_runs_the_chain_and_ingest_evaluates_it(tmp_path):
         m = summary["methods"][method]
         assert 0 <= m["clean_acc"] <= 1 and 0 <= m["autoattack_acc"] <= 1 and m["n_samples"] == 20
         assert np.isfinite(m["fid"]) and m["fid_boot_std"] >= 0 and np.isfinite(m["kid"])
-    assert (tmp_path / "results" / "proxy.json").exists()
+    section = reports.proxy_section(tmp_path / "results" / "proxy.json")
+    assert "Proxy profile" in section and run["hardware"]["date"] in section and "Dual-AT minus RATIO: FID" in section
+    assert reports.proxy_section(tmp_path / "nowhere.json") == ""
 
 
 def test_output_limits_are_checked(tmp_path):
