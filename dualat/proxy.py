@@ -103,6 +103,31 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def stage2_cap(cfg: Config, F: float, stage1_seconds: float, seconds_left: float) -> int:
+    """Stage-2 steps that fit in `seconds_left`, at the speed stage 1 + RATIO ran (seconds per
+    counted FLOP), planning with T at 3/4 of its cap and 1.5x the sampling estimate."""
+    flops = chain_flops(cfg, F, 0.75 * cfg.stage2.sampler.T_max)
+    s_per_flop = stage1_seconds / (flops["standard_at"] + flops["ratio"])
+    steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
+    left = seconds_left - 1.5 * s_per_flop * flops["sampling"]
+    return max(1, int(left / (s_per_flop * flops["dualat"] / steps2)))
+
+
+def export(
+    cfg: Config, model: torch.nn.Module, method: str, seeds: torch.Tensor, labels: torch.Tensor, out: Path
+) -> None:
+    """out/<method>.pt (fp16 weights) and out/samples_<method>.npz, drawn from those fp16 weights
+    so that what is evaluated afterwards is exactly what sampled."""
+    from dualat.generate import generate
+
+    weights = half_state(model)
+    torch.save(weights, out / f"{method}.pt")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    T = getattr(cfg.sample.steps, method)
+    x = generate(model, seeds, T, cfg.sample.step_size, labels, cfg.sample.batch_size)  # (N, 3, 32, 32) CPU
+    np.savez_compressed(out / f"samples_{method}.npz", x=to_uint8(x), y=labels.numpy(), steps=T)
+
+
 def run_chain(
     cfg: Config, out: str | Path, work: str | Path, *, budget_s: float = 540.0, progress: bool = True
 ) -> dict:
@@ -111,7 +136,7 @@ def run_chain(
     `work` holds the full checkpoints (not returned); `budget_s` is the wall-clock the chain may use.
     """
     from dualat.data import test_transform
-    from dualat.generate import balanced_labels, generate, seed_images
+    from dualat.generate import balanced_labels, seed_images
 
     t_start = time.time()
     out, work = Path(out), Path(work)
@@ -131,12 +156,8 @@ def run_chain(
         t0 = time.time()
         status[method] = pipeline.train(cfg, method, dirs[method], progress=progress)
         seconds[method] = time.time() - t0
-    # Stage 2's length: what the measured speed of stage 1 + RATIO leaves of the budget (T at half its cap).
-    flops = chain_flops(cfg, F, cfg.stage2.sampler.T_max / 2)
-    s_per_flop = (seconds["standard_at"] + seconds["ratio"]) / (flops["standard_at"] + flops["ratio"])
+    cap = stage2_cap(cfg, F, seconds["standard_at"] + seconds["ratio"], budget_s - (time.time() - t_start))
     steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
-    left = budget_s - (time.time() - t_start) - s_per_flop * flops["sampling"] * 1.5
-    cap = max(1, int(left / (s_per_flop * flops["dualat"] / steps2)))
     t0 = time.time()
     status["dualat"] = pipeline.train(
         cfg, "dualat", dirs["dualat"], init=dirs["standard_at"] / "best.pt", progress=progress,
@@ -148,13 +169,7 @@ def run_chain(
     labels = balanced_labels(cfg.sample.n_samples, cfg.data.num_classes)
     t0 = time.time()
     for method in METHODS:
-        model = pipeline.load_model(cfg, dirs[method] / files[method])
-        weights = half_state(model)
-        torch.save(weights, out / f"{method}.pt")
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-        T = getattr(cfg.sample.steps, method)
-        x = generate(model, seeds, T, cfg.sample.step_size, labels, cfg.sample.batch_size)
-        np.savez_compressed(out / f"samples_{method}.npz", x=to_uint8(x), y=labels.numpy(), steps=T)
+        export(cfg, pipeline.load_model(cfg, dirs[method] / files[method]), method, seeds, labels, out)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     seconds["sampling"] = time.time() - t0

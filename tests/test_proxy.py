@@ -40,7 +40,7 @@ def test_gpu_proxy_script_runs_the_chain_and_ingest_evaluates_it(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     _shards(data)
-    env = os.environ | {"PYTHON": sys.executable, "PROXY_WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "2"}
+    env = os.environ | {"PYTHON": sys.executable, "PROXY_WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
     env.pop("DUALAT_DATA", None)
     done = subprocess.run(
         ["bash", "scripts/gpu_proxy.sh", str(data), str(out), *TINY], cwd=ROOT, env=env, capture_output=True, text=True
@@ -75,3 +75,11 @@ def test_output_limits_are_checked(tmp_path):
     (tmp_path / "big").write_bytes(b"0" * (proxy.FILE_BYTES + 1))
     problems = proxy.check_outputs(tmp_path)
     assert any("files >" in p for p in problems) and any(p.startswith("big:") for p in problems)
+
+
+def test_stage2_is_cut_to_the_time_left():
+    cfg = proxy.load_proxy_config(ROOT / "params.yaml", [])
+    F = 0.785e9  # WRN-16-4
+    fast, slow = (proxy.stage2_cap(cfg, F, s, 400.0) for s in (60.0, 240.0))
+    assert fast > 3000 > slow >= 1  # stage 1 + RATIO (17 PFLOP) at 285 TFLOP/s leave room for 3000 steps, at 71 not
+    assert proxy.stage2_cap(cfg, F, 240.0, 0.0) == 1
