@@ -189,7 +189,7 @@ def compare_bf16(args) -> None:
             T = cur.T
             loss, stats = stage2_step(model, opt, cfg, (x, y, x_hat, y_hat, x0), T)
             cur.update(stats["auc"], stats["bce"])
-            rows.append((float(loss), float(stats["bce"]), float(stats["auc"]), T))
+            rows.append((float(loss.detach()), float(stats["bce"]), float(stats["auc"]), T))
         runs["bf16" if bf16 else "fp32"] = rows
         print(f"# {'bf16' if bf16 else 'fp32'}: {steps} steps in {time.time() - t0:.0f} s")
     print(f"# WRN-10-1 (random init), B = {B}, lr 0.01, AUC window {4 * B} images, {source}")
