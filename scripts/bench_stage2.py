@@ -176,38 +176,48 @@ def compare_bf16(args) -> None:
     torch.manual_seed(0)
     base = WideResNet(10, 1, 10)
     runs = {}
-    for bf16 in (False, True):
-        model = freeze_bn(copy.deepcopy(base)).train()
+    for name, bf16 in (("fp32", False), ("bf16", True)):  # same weights, same batches
         cfg = stage2_cfg(batch_size=B, amp_bf16=bf16, channels_last=False, fused=True)
         cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, auc_window_images=4 * B))
-        opt = make_optimizer(model, dataclasses.replace(cfg.optim, lr=0.01))
-        cur = Curriculum(cfg.sampler.T_max, "auc", cfg.sampler.auc_threshold, cfg.sampler.auc_window_images, B)
-        c, g, o = BatchStream(cls, B, 0), BatchStream(cls, B, 1), BatchStream(ood, B, 2)
-        rows, t0 = [], time.time()
-        for _ in range(steps):
-            (x, y), (x_hat, y_hat), (x0, _) = next(c), next(g), next(o)
-            T = cur.T
-            loss, stats = stage2_step(model, opt, cfg, (x, y, x_hat, y_hat, x0), T)
-            cur.update(stats["auc"], stats["bce"])
-            rows.append((float(loss.detach()), float(stats["bce"]), float(stats["auc"]), T))
-        runs["bf16" if bf16 else "fp32"] = rows
-        print(f"# {'bf16' if bf16 else 'fp32'}: {steps} steps in {time.time() - t0:.0f} s")
+        model = freeze_bn(copy.deepcopy(base)).train()
+        runs[name] = {
+            "cfg": cfg,
+            "model": model,
+            "opt": make_optimizer(model, dataclasses.replace(cfg.optim, lr=0.01)),
+            "cur": Curriculum(cfg.sampler.T_max, "auc", cfg.sampler.auc_threshold, cfg.sampler.auc_window_images, B),
+            "streams": (BatchStream(cls, B, 0), BatchStream(cls, B, 1), BatchStream(ood, B, 2)),
+            "rows": [],
+            "seconds": 0.0,
+        }
     print(f"# WRN-10-1 (random init), B = {B}, lr 0.01, AUC window {4 * B} images, {source}")
     print("| steps | loss fp32 | loss bf16 | L_BCE fp32 | L_BCE bf16 | AUC fp32 | AUC bf16 | T fp32 | T bf16 |")
     print("|---|---|---|---|---|---|---|---|---|")
-    a, b = runs["fp32"], runs["bf16"]
     chunk = max(1, steps // 10)
-    for i in range(0, steps, chunk):
-        m = [sum(r[k] for r in rs[i : i + chunk]) / len(rs[i : i + chunk]) for rs in (a, b) for k in range(3)]
-        print(
-            f"| {i}-{min(i + chunk, steps) - 1} | {m[0]:.4f} | {m[3]:.4f} | {m[1]:.4f} | {m[4]:.4f} | {m[2]:.3f} |"
-            f" {m[5]:.3f} | {a[min(i + chunk, steps) - 1][3]} | {b[min(i + chunk, steps) - 1][3]} |"
-        )
-    raise_at = {k: [i for i in range(1, steps) if rs[i][3] > rs[i - 1][3]] for k, rs in runs.items()}
+    for i in range(steps):  # interleaved, so that a cut-short run still compares both
+        for r in runs.values():
+            c, g, o = r["streams"]
+            (x, y), (x_hat, y_hat), (x0, _) = next(c), next(g), next(o)
+            T, t0 = r["cur"].T, time.time()
+            loss, stats = stage2_step(r["model"], r["opt"], r["cfg"], (x, y, x_hat, y_hat, x0), T)
+            r["cur"].update(stats["auc"], stats["bce"])
+            r["seconds"] += time.time() - t0
+            r["rows"].append((float(loss.detach()), float(stats["bce"]), float(stats["auc"]), T))
+        if (i + 1) % chunk == 0 or i + 1 == steps:
+            lo = (i // chunk) * chunk
+            a, b = (runs[k]["rows"][lo : i + 1] for k in ("fp32", "bf16"))
+            m = [sum(r[k] for r in rs) / len(rs) for rs in (a, b) for k in range(3)]
+            print(
+                f"| {lo}-{i} | {m[0]:.4f} | {m[3]:.4f} | {m[1]:.4f} | {m[4]:.4f} | {m[2]:.3f} | {m[5]:.3f} |"
+                f" {a[-1][3]} | {b[-1][3]} |",
+                flush=True,
+            )
+    a, b = runs["fp32"]["rows"], runs["bf16"]["rows"]
+    raise_at = {k: [i for i in range(1, steps) if r["rows"][i][3] > r["rows"][i - 1][3]] for k, r in runs.items()}
     print(f"# T raised at steps: fp32 {raise_at['fp32']}, bf16 {raise_at['bf16']}")
     print(
         f"# first-step loss: fp32 {a[0][0]:.6f}, bf16 {b[0][0]:.6f} (relative {abs(a[0][0] - b[0][0]) / a[0][0]:.2e})"
     )
+    print(f"# seconds: fp32 {runs['fp32']['seconds']:.0f}, bf16 {runs['bf16']['seconds']:.0f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,18 @@ def test_bench_stage2_prints_its_table(capsys):
     assert "failed" not in out
 
 
+def test_bench_compares_bf16_with_fp32_trajectories(capsys, monkeypatch, tmp_path):
+    import importlib.util
+
+    monkeypatch.setenv("DUALAT_DATA", str(tmp_path))  # no shards there: random images
+    spec = importlib.util.spec_from_file_location("bench_stage2", ROOT / "scripts" / "bench_stage2.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--compare-bf16", "2", "--batch", "4"])
+    out = capsys.readouterr().out
+    assert "random images" in out and "| 1-1 |" in out and "# T raised at steps" in out
+
+
 def test_bf16_stage2_step_is_close_to_fp32(tiny_wrn):
     from dualat import config
 
