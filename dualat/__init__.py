@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "attacks", "checkpoint", "config", "curriculum", "data", "ema", "evaluate", "explore", "generate", "losses",
-    "metrics", "models", "paper_values", "pipeline", "records", "reports", "runs", "sampling", "train",
+    "metrics", "models", "paper_values", "pipeline", "proxy", "records", "reports", "runs", "sampling", "train",
 }  # fmt: skip
 
 

@@ -4,7 +4,7 @@
 
     profile: quick            # which profile the pipeline runs
     data_root: ""             # "" -> $DUALAT_DATA, else data/raw
-    <profile>:                # paper | quick, both with the same keys
+    <profile>:                # paper | quick | proxy, all with the same keys
       <dataset>:              # cifar10 | cifar100 | rin
         data: ...             # one section per pipeline stage
         model: ...
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("paper", "quick")
+PROFILES = ("paper", "quick", "proxy")
 DATASETS = ("cifar10", "cifar100", "rin")
 METHODS = ("standard_at", "ratio", "dualat")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "rin": 9}
@@ -341,12 +341,16 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
 
 
 def read_params(path: str | Path = "params.yaml") -> dict:
-    """The raw params.yaml as a dict (no validation)."""
-    import yaml
+    """The raw params.yaml (or the same tree as .json) as a dict (no validation)."""
+    import json
 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the repository root or pass path=")
+    if path.suffix == ".json":  # a params.json written from params.yaml, for machines without PyYAML
+        return json.loads(path.read_text())
+    import yaml
+
     with path.open() as fh:
         return yaml.safe_load(fh) or {}
 

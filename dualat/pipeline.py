@@ -199,10 +199,27 @@ def real_features(
     return feats_all, labels_all
 
 
+# Profiles that cover only some datasets; the others run through every stage as "not computed".
+PROFILE_DATASETS = {"proxy": ("cifar10",)}
+
+
+def profile_scope(cfg: Config) -> NotComputed | None:
+    """NotComputed when `cfg.profile` does not cover `cfg.data.dataset` (proxy: CIFAR-10 only)."""
+    covered = PROFILE_DATASETS.get(cfg.profile)
+    if covered is None or cfg.data.dataset in covered:
+        return None
+    names = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "rin": "RestrictedImageNet"}
+    return NotComputed(f"{cfg.profile} profile is {' and '.join(names[d] for d in covered)} only")
+
+
 def missing_data(cfg: Config) -> NotComputed | None:
-    """NotComputed naming the missing source when training data, test data or p_ood is absent."""
+    """NotComputed naming the missing source when training data, test data or p_ood is absent,
+    or when the profile does not cover the dataset (`profile_scope`)."""
     from dualat.data import DataMissingError
 
+    scope = profile_scope(cfg)
+    if scope is not None:
+        return scope
     try:
         train_set(cfg), test_set(cfg), ood_set(cfg)
     except DataMissingError as e:

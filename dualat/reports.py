@@ -1076,6 +1076,69 @@ def _list(lines: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
 
 
+def _pm(value: Any, spread: Any = None, scale: float = 1.0) -> str:
+    """ "v ± s" of a number and its spread (both times `scale`); the text of anything else."""
+    if not isinstance(value, (int, float)):
+        return html.escape(str(value))
+    return f"{value * scale:.2f}" + (f" ± {spread * scale:.2f}" if isinstance(spread, (int, float)) else "")
+
+
+def _binomial_se(p: Any, n: Any) -> float | None:
+    return math.sqrt(p * (1 - p) / n) if isinstance(p, (int, float)) and isinstance(n, int) and n > 0 else None
+
+
+def proxy_section(path: Path = RESULTS / "proxy" / "proxy.json") -> str:
+    """HTML of the proxy run (scripts/gpu_proxy.sh, evaluated by `dualat.proxy.ingest`); "" without one."""
+    if not path.exists():
+        return ""
+    metrics = json.loads(path.read_text())["metrics"]
+    run = metrics["run"]
+    hw = run["hardware"]
+
+    rows = ""
+    for method, m in metrics["methods"].items():
+        cells = [
+            _pm(m["clean_acc"], _binomial_se(m["clean_acc"], m["n_test"]), 100),
+            _pm(m["pgd_acc"], _binomial_se(m["pgd_acc"], m["n_test"]), 100),
+            _pm(m["autoattack_acc"], _binomial_se(m["autoattack_acc"], m["n_autoattack"]), 100),
+            _pm(m["fid"], m["fid_boot_std"]),
+            _pm(m["kid"], m["kid_std"], 1000),
+            str(m["n_samples"]),
+            str(m["steps"]),
+        ]
+        rows += f"<tr><td>{METHOD_NAMES[method]}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    secs = " · ".join(f"{k} {v:.0f} s" for k, v in run["seconds"].items())
+    claims = "".join(
+        f"<li>{html.escape(_proxy_claim(metrics['methods'], 'dualat', other))}</li>"
+        for other in ("standard_at", "ratio")
+    )
+    return (
+        "<h2>Proxy profile (one GPU, CIFAR-10)</h2>"
+        f"<p>trained on {html.escape(str(hw.get('gpu') or 'CPU'))} ({html.escape(str(hw.get('torch')))}) on "
+        f"{html.escape(str(hw.get('date')))}: {html.escape(secs)}; stage-2 steps {run['steps']['dualat']}, final T "
+        f"{run['final_T']}{' (cut short by the time budget)' if run.get('stage2_cut_short') else ''}. Evaluated here "
+        "(accuracy ± binomial s.e., FID ± bootstrap s.d. of the samples, KID x 1000 ± s.d. over subsets).</p>"
+        "<table><tr><th>method</th><th>clean %</th><th>PGD %</th><th>AutoAttack %</th><th>FID</th>"
+        f"<th>KID x1000</th><th>samples</th><th>steps</th></tr>{rows}</table><ul>{claims}</ul>"
+    )
+
+
+def _proxy_claim(methods: dict, a: str, b: str) -> str:
+    """The paper's ordering of `a` against `b`: differences of FID, KID and AutoAttack accuracy
+    with the spreads combined as independent (an upper bound for the paired accuracy difference)."""
+    ma, mb = methods[a], methods[b]
+    parts = []
+    for key, spread, scale, name in (("fid", "fid_boot_std", 1, "FID"), ("kid", "kid_std", 1000, "KID x1000")):
+        if isinstance(ma[key], (int, float)) and isinstance(mb[key], (int, float)):
+            s = math.hypot(ma[spread] or 0, mb[spread] or 0) * scale
+            parts.append(f"{name} {(ma[key] - mb[key]) * scale:+.2f} ± {s:.2f}")
+    se = [_binomial_se(m["autoattack_acc"], m["n_autoattack"]) for m in (ma, mb)]
+    if None not in se:
+        diff = (ma["autoattack_acc"] - mb["autoattack_acc"]) * 100
+        parts.append(f"AutoAttack accuracy {diff:+.2f} ± {math.hypot(*se) * 100:.2f} points")
+    return f"{METHOD_NAMES[a]} minus {METHOD_NAMES[b]}: " + ", ".join(parts)
+
+
 def write_index(
     profile: str,
     tables: dict[int, tuple[Path, Path]],
@@ -1124,7 +1187,7 @@ def write_index(
         f"built {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · {html.escape(hardware())} · "
         f"notebooks' wall-clock total {total / 60:.1f} min</p>"
         f"<p>{html.escape(_verdict_rule(profile))}</p>"
-        f"<h2>Comparisons</h2>{comp_html}"
+        f"{proxy_section()}<h2>Comparisons</h2>{comp_html}"
         f"<h2>Tables</h2><ul>{items}</ul><h2>Figures</h2><ul>{figs}</ul>"
         f"<h2>Calibration diagrams and counterfactual grids of every model</h2>"
         f"<table><tr><th>dataset</th><th>method</th><th>image</th><th>file</th></tr>{image_rows}</table>{image_notes}"

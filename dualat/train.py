@@ -351,9 +351,11 @@ def stage2_step(
     """
     x, y, x_hat, y_hat, x0 = batch
     B = x.shape[0]
-    # y' = labels of the x_hat batch: ancestral sampling from the data's label marginal
-    x_adv, x_T = attack_and_sample(model, x, y, x0, y_hat, cfg.attack, T, cfg.sampler.step_size, cfg.fused)
+    # amp_bf16: the attack/sampler passes (2T + 2K of the ~2T + 2K + 12 forward units of an
+    # iteration) run under bf16 autocast too; images, gradient norms and steps stay fp32.
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp_bf16):
+        # y' = labels of the x_hat batch: ancestral sampling from the data's label marginal
+        x_adv, x_T = attack_and_sample(model, x, y, x0, y_hat, cfg.attack, T, cfg.sampler.step_size, cfg.fused)
         net = model if loss_model is None else loss_model
         logits = net(torch.cat([x_adv, x_hat, x_T])).float()  # BN frozen: one pass, same as three
     l_ce, stats = at_ce(logits[:B], y)

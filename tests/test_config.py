@@ -28,7 +28,28 @@ def test_profiles_have_the_same_keys():
                 out |= keys(v, prefix + k + ".")
         return out
 
-    assert keys(raw["paper"]) == keys(raw["quick"])
+    assert set(config.PROFILES) <= set(raw)
+    for profile in config.PROFILES:
+        assert keys(raw[profile]) == keys(raw["paper"]), profile
+
+
+def test_proxy_profile_is_cifar10_only():
+    from dualat import pipeline
+
+    cfg = config.load(PARAMS, dataset="cifar10", profile="proxy")
+    assert (cfg.model.depth, cfg.model.widen_factor) == (16, 4) and pipeline.profile_scope(cfg) is None
+    for dataset in ("cifar100", "rin"):
+        reason = pipeline.missing_data(config.load(PARAMS, dataset=dataset, profile="proxy"))
+        assert str(reason) == "not computed: proxy profile is CIFAR-10 only"
+    assert pipeline.profile_scope(config.load(PARAMS, dataset="rin", profile="quick")) is None
+
+
+def test_params_json_loads_like_params_yaml(tmp_path):
+    import json
+
+    p = tmp_path / "params.json"
+    p.write_text(json.dumps(yaml.safe_load(PARAMS.read_text())))
+    assert config.load(p, profile="proxy") == config.load(PARAMS, profile="proxy")
 
 
 def test_paper_profile_holds_tables_3_to_5():

@@ -423,3 +423,15 @@ def test_record_round_trip(tmp_path):
 
 def test_git_revision_outside_git(tmp_path):
     assert git_revision(tmp_path) == "unknown"
+
+
+def test_kid_equals_clean_fid_kernel_distance_on_full_sets():
+    fid_module = pytest.importorskip("cleanfid.fid")
+    from dualat.metrics import kid
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.0, size=(40, 16))
+    ours, spread = kid(a, b, subsets=3, subset_size=40)  # every subset is the whole set, permuted
+    assert ours == pytest.approx(fid_module.kernel_distance(a, b, num_subsets=1, max_subset_size=40), rel=1e-10)
+    assert spread == pytest.approx(0, abs=1e-12)
+    assert kid(a, a, subsets=1, subset_size=40)[0] < 0.01 < ours

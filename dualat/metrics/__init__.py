@@ -17,6 +17,7 @@ from dualat.metrics.generative import (
     inception_path,
     inception_score,
     inception_score_from_probs,
+    kid,
 )
 from dualat.metrics.ood import auroc, score_max_prob, score_neg_energy
 from dualat.metrics.robust import autoattack_accuracy
@@ -38,6 +39,7 @@ __all__ = [
     "inception_path",
     "inception_score",
     "inception_score_from_probs",
+    "kid",
     "pgd_accuracy",
     "plot_reliability",
     "predict_logits",
