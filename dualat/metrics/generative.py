@@ -5,12 +5,11 @@ the code"): samples written as PNG with floor(255 x); pytorch-fid's Inception po
 (pt_inception-2015-12-05-6726825d.pth) fed bilinear-resized images (F.interpolate, 299x299,
 align_corners=False, no re-quantisation; clean-fid's `build_resizer("legacy_pytorch")`) mapped from
 [0, 255] to 2 x / 255 - 1 (clean-fid's `feature_extractor("pytorch_inception")`). Its weights are not
-shipped offline: `fid_weights` says where it looked.
+shipped offline: `fid_weights` says where it looked. tests/test_metrics.py checks features and FID
+against clean-fid's own legacy_pytorch folder pipeline given the same weights file.
 
-mode="clean":
-
-Feature pipeline (clean-fid 0.1.35, `mode="clean"`, Parmar et al. 2022), as clean-fid computes
-features of a folder of PNG files:
+mode="clean" (clean-fid 0.1.35, Parmar et al. 2022), as clean-fid computes features of a folder of
+PNG files:
 1. images are quantised to uint8 as round(255 x), which is what saving a [0, 1] image as PNG
    does. (clean-fid's generator path `get_model_features` skips this step; we keep it so that
    features of tensors equal clean-fid's features of the same images saved as PNGs.)
@@ -19,6 +18,7 @@ features of a folder of PNG files:
 3. values in [0, 255] are mapped to (x - 128) / 128 and fed to the TF 2015-12-05 Inception graph
    as TorchScript, whose forward does no normalisation of its own; the 2048-d pool3 activations
    are the features. This is clean-fid's `InceptionV3W.forward` with resize_inside=False.
+KID (`kid`) is clean-fid's `kernel_distance` per subset, with the std over subsets.
 The Fréchet distance is computed in float64 with symmetric eigendecompositions (see
 `trace_sqrt_product`); tests/test_metrics.py checks it against clean-fid's `frechet_distance`, and
 features and FID against clean-fid's `compute_fid` on PNG files.
@@ -345,7 +345,8 @@ def classwise_fid(
 
 IS_UNAVAILABLE = (
     "Inception Score needs the full Inception-v3 weights with the 1008-way head; "
-    "none are available offline — pass is_weights=<path>"
+    f"none are available offline: set sample.is_weights to the path of {PYTORCH_FID_FILE} (pytorch-fid's "
+    "release; README: FID, KID and the Inception Score)"
 )
 
 
