@@ -216,7 +216,14 @@ class SampleConfig:
     n_grid_samples: int = field(metadata=positive())  # samples per grid point
     fid_ref_n: int = field(metadata=nonneg())  # training images for the reference stats; 0 = all
     batch_size: int = field(metadata=positive())
-    seed: int
+    # FID as the paper's released code computed it (legacy_pytorch) or clean-fid's "clean" mode
+    fid_mode: str = field(metadata=one_of("legacy_pytorch", "clean"))
+    fid_weights: str  # the mode's network weights; "" = its default lookup (metrics.fid_weights)
+    is_weights: str  # pytorch-fid's 1008-class Inception (.pth) for the Inception Score; "" = none
+    seeds: tuple[int, ...] = field(metadata=_check(lambda v: len(v) >= 1, "must hold at least one seed"))
+    selection_seed: int  # draws the held-out seed images of training-time FID and Table 8's grid
+    kid_subsets: int = field(metadata=positive())
+    kid_subset_size: int = field(metadata=_check(lambda v: v >= 2, "must be >= 2"))
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,19 @@ METRIC_KEYS = {
     "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece", "reliability", "n_test"),
     "generation": (
         "fid_conditional",
+        "fid_conditional_std",
         "fid_unconditional",
+        "fid_unconditional_std",
+        "kid_conditional",
+        "kid_unconditional",
+        "control",
         "inception_score",
         "steps",
         "step_size",
         "n_samples",
+        "fid_protocol",
+        "per_seed",
+        "seeds",
         "grid",
     ),
     "counterfactuals": ("eps", "fid", "confidence", "per_class_fid", "n"),
@@ -123,43 +131,63 @@ def generation(
     is_weights: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """FID of class-conditional (Eq. 14) and unconditional (Eq. 8) samples from the same OOD seeds,
-    Inception Score, and Table 8's grid search over the number of steps T.
+    """FID and KID of class-conditional (Eq. 14) and unconditional (Eq. 8) samples from the same
+    OOD seed images, mean and std over the sampling seeds `sample.seeds`; the control (the seed
+    images x0 themselves, before any step); Inception Score; Table 8's grid over T.
 
-    Seed i is item i of the OOD source with label i mod K. `features` defaults to the FID
-    Inception network; `is_weights` is the 1008-way Inception for IS (else IS is NotComputed).
+    Seed images are drawn at random over the whole OOD source (`generate.seed_split`): each seed of
+    `sample.seeds` draws `n_samples` of them with labels i mod K; the grid uses the held-out
+    selection block, as training-time FID does. `features` defaults to the FID network of
+    `sample.fid_mode` (its missing weights make every FID/KID NotComputed); `is_weights` (default
+    `sample.is_weights`) is pytorch-fid's 1008-class Inception for IS (else IS is NotComputed).
     Writes out_dir/generation.json, seeds.png, samples_conditional.png, samples_unconditional.png.
     """
     T = getattr(cfg.sample.steps, method) if method in METHODS else None
+    is_weights = is_weights if is_weights is not None else (cfg.sample.is_weights or None)
+    weights = pipeline.fid_weights(cfg) if features is None else {"path": "caller's features", "sha256": None}
 
     def compute(model: nn.Module, seconds: dict) -> dict:
         from dualat.data import test_transform
-        from dualat.metrics import fid_to_reference, inception_score
+        from dualat.generate import indices_sha256, report_indices, seed_split, selection_size
 
         s, dev = cfg.sample, pipeline.device()
-        feats_fn = features or pipeline.inception()
+        protocol = _fid_protocol(cfg, ref_stats_path, weights)
+        if weights.get("missing") is not None:
+            return _not_computed("generation", cfg, weights["missing"]) | {"fid_protocol": protocol}
+        feats_fn = features or pipeline.inception(cfg)
         with _timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists
             pipeline.reference_stats(cfg, ref_stats_path, feats_fn)
-        seeds = pipeline.ood_set(cfg, test_transform(cfg.data.dataset))
-        with _timed(seconds, "sampling_and_features"):
-            out = _sample_all(model, seeds, cfg, T, feats_fn, dev, keep_all=is_weights is not None, progress=progress)
-
-        def fid(feats: np.ndarray) -> float:
-            return fid_to_reference(feats, ref_stats_path)
-
-        grid_T = sorted(out["grid"])
-        grid_fid = [fid(out["grid"][t]) for t in grid_T]
+            ref_feats = pipeline.reference_features(cfg, ref_stats_path, feats_fn)
+        source = pipeline.ood_set(cfg, test_transform(cfg.data.dataset))
+        selection, pool = seed_split(len(source), selection_size(cfg), s.selection_seed)
+        per_seed, first, hashes = [], None, []
+        for seed in s.seeds:
+            idx = report_indices(pool, s.n_samples, seed)
+            hashes.append(indices_sha256(idx))
+            with _timed(seconds, "sampling_and_features"):
+                keep = first is None and is_weights is not None
+                out = _sample_report(model, source, idx, cfg, T, feats_fn, dev, keep_all=keep, progress=progress)
+            with _timed(seconds, "fid_kid"):
+                per_seed.append(_seed_metrics(seed, out, ref_stats_path, ref_feats, s))
+            first = first or out
+        with _timed(seconds, "grid"):
+            grid = _sample_grid(model, source, selection[: s.n_grid_samples], cfg, feats_fn, dev, progress)
+        grid_T = sorted(grid)
+        grid_fid = [_fid(grid[t], ref_stats_path) for t in grid_T]
         with _timed(seconds, "inception_score"):
-            images = out["all_conditional"] if is_weights is not None else torch.zeros(0, 3, 1, 1)
-            score = inception_score(images, is_weights=is_weights, device=dev, progress=progress)
-        _save_sample_grids(out, Path(out_dir))
-        return {
-            "fid_conditional": fid(out["conditional"]),
-            "fid_unconditional": fid(out["unconditional"]),
-            "inception_score": score if isinstance(score, NotComputed) else {"mean": score[0], "std": score[1]},
+            score = _inception_score(first["all_conditional"], is_weights, dev, progress)
+        _save_sample_grids(first, Path(out_dir))
+        seeds = {"permutation_seeds": list(s.seeds), "n_source": len(source), "first_indices_sha256": hashes}
+        seeds |= {"selection_seed": s.selection_seed, "n_selection": len(selection)}
+        seeds["selection_sha256"] = indices_sha256(selection)
+        return _over_seeds(per_seed) | {
+            "inception_score": score,
             "steps": T,
             "step_size": s.step_size,
             "n_samples": s.n_samples,
+            "fid_protocol": protocol,
+            "per_seed": per_seed,
+            "seeds": seeds,
             "grid": {
                 "T": grid_T,
                 "fid": grid_fid,
@@ -168,7 +196,7 @@ def generation(
             },
         }
 
-    reuse = {"is_weights": str(is_weights)} if features is None else None
+    reuse = {"is_weights": str(is_weights), "fid_weights": weights["sha256"]} if features is None else None
     return _run("generation", cfg, method, model_path, out_dir, compute, reuse)
 
 
@@ -195,7 +223,7 @@ def counterfactuals(
         from dualat.metrics import classwise_fid
 
         e, K, dev = cfg.evaluate, cfg.data.num_classes, pipeline.device()
-        feats_fn = features or pipeline.inception()
+        feats_fn = features or pipeline.inception(cfg)
         train = pipeline.train_set(cfg, test_transform(cfg.data.dataset))
         with _timed(seconds, "real_features"):
             feats_real, labels_real = pipeline.real_features(
@@ -529,56 +557,135 @@ def _first_test(cfg: Config, x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[
     return pipeline.stack(pipeline.test_set(cfg, n=n))
 
 
-def _sample_all(
-    model: nn.Module, seeds, cfg: Config, T: int, features: Features, dev, *, keep_all: bool, progress: bool
-) -> dict:
-    """Features of conditional and unconditional samples from the first `sample.n_samples` seeds,
-    and of conditional samples at each T of `sample.steps_grid` from the first `n_grid_samples`.
+def _fid(feats: np.ndarray, ref_stats_path: str | Path) -> float:
+    from dualat.metrics import fid_to_reference
 
-    Seeds are read and sampled one batch at a time, so only features (and the first N_SHOW images)
-    stay in memory. The grid continues one trajectory from T to the next larger T: the sampler is
-    deterministic, so x_T' = T' - T more steps from x_T.
+    return fid_to_reference(feats, ref_stats_path)
+
+
+def _fid_protocol(cfg: Config, ref_stats_path: str | Path, weights: dict) -> dict:
+    """How every FID of the record was computed: mode, N, reference (path and key), weights."""
+    key = pipeline.fid_ref_key(cfg)
+    protocol = {"mode": cfg.sample.fid_mode, "n": cfg.sample.n_samples}
+    protocol["reference"] = {"path": str(ref_stats_path), "key": key}
+    protocol["weights"] = weights["path"]
+    protocol["weights_sha256"] = weights["sha256"]
+    if weights.get("missing") is not None:
+        protocol["weights_missing"] = weights["missing"]
+    return protocol
+
+
+def _seed_metrics(seed: int, out: dict, ref_stats_path: str | Path, ref_feats: np.ndarray, s) -> dict:
+    """FID and KID of one sampling seed's conditional and unconditional samples and of its seed
+    images (the control); KID subsets drawn with the same seed."""
+    from dualat.metrics import kid
+
+    def both(feats: np.ndarray) -> tuple[float, dict]:
+        return _fid(feats, ref_stats_path), kid(feats, ref_feats, s.kid_subsets, s.kid_subset_size, seed)
+
+    (fid_c, kid_c), (fid_u, kid_u), (fid_0, kid_0) = (both(out[k]) for k in ("conditional", "unconditional", "seeds"))
+    return {
+        "seed": seed,
+        "fid_conditional": fid_c,
+        "fid_unconditional": fid_u,
+        "kid_conditional": kid_c,
+        "kid_unconditional": kid_u,
+        "control": {"fid": fid_0, "kid": kid_0},
+    }
+
+
+def _over_seeds(per_seed: list[dict]) -> dict:
+    """fid_* = mean over seeds, fid_*_std = their std (ddof 1; None with one seed); kid_*: mean of
+    the seeds' KID means, std = root mean square of their subset stds; control likewise."""
+
+    def fid(values: list[float]) -> tuple[float, float | None]:
+        return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+    def kid(values: list[dict]) -> dict:
+        if any(isinstance(v["mean"], NotComputed) for v in values):
+            return values[0]
+        mean = float(np.mean([v["mean"] for v in values]))
+        std = float(np.sqrt(np.mean([v["std"] ** 2 for v in values])))
+        return {"mean": mean, "std": std, "subsets": values[0]["subsets"], "subset_size": values[0]["subset_size"]}
+
+    result: dict[str, Any] = {}
+    for kind in ("conditional", "unconditional"):
+        result[f"fid_{kind}"], result[f"fid_{kind}_std"] = fid([r[f"fid_{kind}"] for r in per_seed])
+        result[f"kid_{kind}"] = kid([r[f"kid_{kind}"] for r in per_seed])
+    control_fid, control_std = fid([r["control"]["fid"] for r in per_seed])
+    result["control"] = {
+        "fid": control_fid,
+        "fid_std": control_std,
+        "kid": kid([r["control"]["kid"] for r in per_seed]),
+    }
+    return result
+
+
+def _inception_score(images: torch.Tensor | None, is_weights: str | Path | None, dev, progress: bool):
+    """{"mean", "std"} of the first seed's conditional samples, or NotComputed with the reason."""
+    from dualat.metrics import inception_score
+
+    if is_weights is None:
+        return inception_score(torch.zeros(0, 3, 1, 1))  # NotComputed: how to supply the weights
+    if not Path(is_weights).is_file():
+        return NotComputed(f"Inception Score weights not found at {is_weights} (sample.is_weights)")
+    score = inception_score(images, is_weights=is_weights, device=dev, progress=progress)
+    return score if isinstance(score, NotComputed) else {"mean": score[0], "std": score[1]}
+
+
+def _sample_report(
+    model: nn.Module, source, indices: np.ndarray, cfg: Config, T: int, features: Features, dev, *,
+    keep_all: bool, progress: bool,
+) -> dict:  # fmt: skip
+    """Features of the seed images x0 = source[indices] (the control), of their conditional
+    (labels i mod K, Eq. 14) and unconditional (Eq. 8) samples after T steps; the first N_SHOW of
+    each for the figures; with `keep_all` all conditional samples as uint8 (for IS).
+
+    Seeds are read and sampled one batch at a time, so only features stay in memory.
     """
-    from dualat.generate import balanced_labels, seed_images
+    from dualat.generate import balanced_labels, images_at
     from dualat.sampling import sample_conditional, sample_unconditional
 
     s = cfg.sample
-    n, n_grid, grid = s.n_samples, s.n_grid_samples, sorted(set(s.steps_grid))
-    out: dict[str, Any] = {"conditional": [], "unconditional": [], "grid": {t: [] for t in grid}}
+    out: dict[str, Any] = {"seeds": [], "conditional": [], "unconditional": []}
     shown: dict[str, list] = {"seeds": [], "conditional": [], "unconditional": [], "labels": []}
     kept = []
-    total = max(n, n_grid if grid else 0)
-    for start, stop in _chunks(total, s.batch_size, progress, "sampling"):
-        x0 = seed_images(seeds, stop - start, start).to(dev)  # (B, C, H, W)
-        y = balanced_labels(stop, cfg.data.num_classes)[start:].to(dev)  # seed i -> label i mod K
-        m, f_c = max(0, min(stop, n) - start), None
-        if m:
-            x_c = sample_conditional(model, x0[:m], y[:m], T, s.step_size).cpu()  # Eq. 14
-            x_u = sample_unconditional(model, x0[:m], T, s.step_size).cpu()  # Eq. 8
-            f_c = features(x_c)
-            out["conditional"].append(f_c)
-            out["unconditional"].append(features(x_u))
-            if keep_all:
-                kept.append((x_c * 255).round().to(torch.uint8))
+    labels = balanced_labels(len(indices), cfg.data.num_classes)  # seed i -> label i mod K
+    for start, stop in _chunks(len(indices), s.batch_size, progress, "sampling"):
+        x0, y = images_at(source, indices[start:stop]).to(dev), labels[start:stop].to(dev)  # (B, C, H, W), (B,)
+        x_c = sample_conditional(model, x0, y, T, s.step_size).cpu()  # Eq. 14
+        x_u = sample_unconditional(model, x0, T, s.step_size).cpu()  # Eq. 8
+        for key, x in (("seeds", x0.cpu()), ("conditional", x_c), ("unconditional", x_u)):
+            out[key].append(features(x))
             if start < N_SHOW:
-                for key, v in (
-                    ("seeds", x0[:m].cpu()),
-                    ("conditional", x_c),
-                    ("unconditional", x_u),
-                    ("labels", y[:m]),
-                ):
-                    shown[key].append(v[: N_SHOW - start].cpu())
-        m_grid = max(0, min(stop, n_grid) - start) if grid else 0
-        x, done = x0[:m_grid], 0
-        for t in grid if m_grid else []:
-            x = sample_conditional(model, x, y[:m_grid], t - done, s.step_size)
-            done = t
-            out["grid"][t].append(f_c[:m_grid] if t == T and m >= m_grid else features(x.cpu()))
-    result = {key: np.concatenate(out[key]) for key in ("conditional", "unconditional")}
-    result["grid"] = {t: np.concatenate(f) for t, f in out["grid"].items()}
+                shown[key].append(x[: N_SHOW - start])
+        if start < N_SHOW:
+            shown["labels"].append(y[: N_SHOW - start].cpu())
+        if keep_all:
+            kept.append((x_c * 255).round().to(torch.uint8))
+    result = {key: np.concatenate(v) for key, v in out.items()}
     result["shown"] = {key: torch.cat(v) for key, v in shown.items()}
     result["all_conditional"] = torch.cat(kept) if keep_all else None
     return result
+
+
+def _sample_grid(model: nn.Module, source, indices: np.ndarray, cfg: Config, features: Features, dev, progress):
+    """{T: features} of conditional samples at each T of `sample.steps_grid` (Table 8) from the
+    seed images source[indices]. One trajectory continues from T to the next larger T: the
+    sampler is deterministic, so x_T' = T' - T more steps from x_T."""
+    from dualat.generate import balanced_labels, images_at
+    from dualat.sampling import sample_conditional
+
+    s, grid = cfg.sample, sorted(set(cfg.sample.steps_grid))
+    out: dict[int, list] = {t: [] for t in grid}
+    labels = balanced_labels(len(indices), cfg.data.num_classes)
+    for start, stop in _chunks(len(indices) if grid else 0, s.batch_size, progress, "grid"):
+        x, y, done = images_at(source, indices[start:stop]).to(dev), labels[start:stop].to(dev), 0
+        for t in grid:
+            x = sample_conditional(model, x, y, t - done, s.step_size)
+            done = t
+            out[t].append(features(x.cpu()))
+    return {t: np.concatenate(f) for t, f in out.items() if f}
 
 
 def _save_sample_grids(out: dict, out_dir: Path) -> None:

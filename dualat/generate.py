@@ -1,8 +1,18 @@
 """Test-time generation (A.2): class-balanced conditional samples (Eq. 14) and unconditional
-samples (Eq. 8) from OOD seeds taken in a fixed order, and their FID."""
+samples (Eq. 8) from OOD seed images, and their FID.
+
+Seed images are drawn at random over the whole OOD source (not its first items, which in file
+order cover a few Tiny-Images keywords). `seed_split` first holds out a selection block (training-
+time FID and Table 8's grid, drawn with `sample.selection_seed`); each reporting seed of
+`sample.seeds` then draws its `n_samples` images from the rest, so selection and reporting never
+share a seed image.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -15,6 +25,43 @@ def seed_images(dataset: Dataset, n: int, offset: int = 0) -> torch.Tensor:
     if offset + n > len(dataset):
         raise ValueError(f"asked for {n} seed images from offset {offset}, the OOD source has {len(dataset)}")
     return torch.stack([dataset[i][0] for i in range(offset, offset + n)])
+
+
+def selection_size(cfg) -> int:
+    """Seed images held out for selection: max(stage2.eval_fid_samples, sample.n_grid_samples)."""
+    return max(cfg.stage2.eval_fid_samples, cfg.sample.n_grid_samples)
+
+
+def seed_split(n_source: int, n_selection: int, selection_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(selection, pool): a seeded permutation of range(n_source) cut after n_selection items.
+
+    `selection` (n_selection,) seeds training-time FID and the grid over T; `pool` the rest, from
+    which the reported samples are drawn (`report_indices`). Both int64, disjoint."""
+    if n_selection >= n_source:
+        raise ValueError(
+            f"the OOD source has {n_source} images, {n_selection} are held out for selection "
+            "(max(stage2.eval_fid_samples, sample.n_grid_samples)): none left for the reported samples"
+        )
+    perm = np.random.default_rng(selection_seed).permutation(n_source)
+    return perm[:n_selection], perm[n_selection:]
+
+
+def report_indices(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n indices (n,) drawn without replacement from `pool` by a generator seeded with `seed`; seed
+    image i gets label i mod K (`balanced_labels`), so `seed` fixes the label order too."""
+    if n > len(pool):
+        raise ValueError(f"asked for {n} seed images, the OOD source has {len(pool)} outside the selection block")
+    return np.random.default_rng(seed).permutation(pool)[:n]
+
+
+def indices_sha256(indices: np.ndarray) -> str:
+    """sha256 of the indices as little-endian int64: records which seed images were used."""
+    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+def images_at(dataset: Dataset, indices) -> torch.Tensor:
+    """Items `indices` of `dataset`, (n, C, H, W) in [0, 1]."""
+    return torch.stack([dataset[int(i)][0] for i in indices])
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:

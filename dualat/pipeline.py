@@ -322,34 +322,58 @@ def _described(state: dict, state_dict: dict) -> str:
 # --- FID of a model's samples -----------------------------------------------------------------------
 
 
-def inception(user_path: str | None = None):
-    """The FID Inception network on the pipeline's device (weights: see metrics.inception_path)."""
+def inception(cfg: Config | None = None):
+    """The FID Inception network of `cfg.sample.fid_mode` (weights `sample.fid_weights`, else the
+    mode's default lookup, see metrics.fid_weights) on the pipeline's device; without cfg
+    clean-fid's "clean" mode. FileNotFoundError naming the file when the weights are missing."""
     from dualat.metrics import InceptionFeatures
 
-    return InceptionFeatures(user_path, device=device())
+    if cfg is None:
+        return InceptionFeatures(device=device())
+    return InceptionFeatures(cfg.sample.fid_weights or None, device=device(), mode=cfg.sample.fid_mode)
+
+
+def fid_weights(cfg: Config) -> dict:
+    """The FID network's weights: {"path", "sha256"}, or {"path": None, "missing": reason}."""
+    from dualat.metrics import fid_weights as find
+
+    found = find(cfg.sample.fid_mode, cfg.sample.fid_weights or None)
+    if isinstance(found, NotComputed):
+        return {"path": None, "sha256": None, "missing": found}
+    return {"path": str(found), "sha256": _sha256_once(str(found), found.stat().st_size, found.stat().st_mtime)}
+
+
+_SHA256: dict[tuple, str] = {}
+
+
+def _sha256_once(path: str, size: int, mtime: float) -> str:
+    """sha256 of a weights file, hashed once per (path, size, mtime) in this process (~90 MB)."""
+    if (path, size, mtime) not in _SHA256:
+        _SHA256[(path, size, mtime)] = sha256_file(path)
+    return _SHA256[(path, size, mtime)]
 
 
 def fid_ref_key(cfg: Config) -> dict:
     """What the FID reference statistics are computed from; a cached file of another key is
-    recomputed, never reused (e.g. the quick profile's 500-image reference in a paper run)."""
-    from dualat.metrics import inception_path
-
-    weights = inception_path()
+    recomputed, never reused (e.g. the quick profile's 500-image reference in a paper run, or
+    features of another FID mode or network)."""
+    weights = fid_weights(cfg)
     return {
         "profile": cfg.profile,
         "dataset": cfg.data.dataset,
         "split": "train",
         "n": cfg.sample.fid_ref_n,
         "data": data_fingerprint(cfg)[cfg.data.dataset],
-        "mode": "clean",  # clean-fid's preprocessing (metrics.generative)
-        "weights": f"{weights.name} ({weights.stat().st_size} bytes)",
+        "mode": cfg.sample.fid_mode,  # clean-fid's preprocessing and network (metrics.generative)
+        "weights": weights["sha256"] or str(weights["missing"]),
     }
 
 
 def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, Any]:
     """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`
     under `fid_ref_key(cfg)`; their features and labels are cached beside it (features.npz,
-    reused by the counterfactuals)."""
+    reused by the counterfactuals and by KID). FileNotFoundError when the mode's weights are
+    missing and nothing is cached."""
     from dualat.data import test_transform
     from dualat.metrics import cached_stats
 
@@ -358,9 +382,18 @@ def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, 
     def compute():
         train = train_set(cfg, test_transform(cfg.data.dataset))
         cache = Path(path).with_name("features.npz")
-        return real_features(train, cfg.sample.fid_ref_n, features or inception(), cache, key)[0]
+        return real_features(train, cfg.sample.fid_ref_n, features or inception(cfg), cache, key)[0]
 
     return cached_stats(path, compute, key)
+
+
+def reference_features(cfg: Config, path: str | Path, features=None):
+    """Features (M, 2048) of the FID reference images (features.npz beside `path`, same key)."""
+    from dualat.data import test_transform
+
+    train = train_set(cfg, test_transform(cfg.data.dataset))
+    cache = Path(path).with_name("features.npz")
+    return real_features(train, cfg.sample.fid_ref_n, features or inception(cfg), cache, fid_ref_key(cfg))[0]
 
 
 def real_features_path(dataset: str) -> Path:
@@ -369,21 +402,22 @@ def real_features_path(dataset: str) -> Path:
 
 
 def sample_fid_fn(cfg: Config, ref_path: str | Path):
-    """fid(model, n): FID of n class-balanced conditional samples (Table 8's T for Dual-AT)."""
+    """fid(model, n): FID of n class-balanced conditional samples (Table 8's T for Dual-AT) from
+    the held-out selection seeds (`generate.seed_split`), disjoint from the reported samples'."""
     from dualat.data import test_transform
-    from dualat.generate import balanced_labels, generate, seed_images
-    from dualat.metrics import fid_to_reference
+    from dualat.generate import balanced_labels, generate, images_at, seed_split, selection_size
 
-    features = inception()
+    features = inception(cfg)
     reference_stats(cfg, ref_path, features)
     seeds_all = ood_set(cfg, test_transform(cfg.data.dataset))
+    selection, _ = seed_split(len(seeds_all), selection_size(cfg), cfg.sample.selection_seed)
 
     def fid(model: nn.Module, n: int) -> float:
-        # seeds after the n_samples used by the final evaluation: selection and report stay apart
-        seeds = seed_images(seeds_all, n, offset=cfg.sample.n_samples)
+        from dualat.metrics import fid_to_reference
+
         x = generate(
             model,
-            seeds,
+            images_at(seeds_all, selection[:n]),
             cfg.sample.steps.dualat,
             cfg.sample.step_size,
             balanced_labels(n, cfg.data.num_classes),
@@ -416,9 +450,12 @@ def prepare(cfg: Config, out_dir: str | Path) -> dict:
     info["data_sha256"] = data_fingerprint(cfg)  # a changed data file reruns the stages after this one
     info["provenance"] = data_provenance(cfg)  # e.g. lossless torchvision CIFAR or the JPEG shards
     status = write_status(out_dir, reason, **info)
-    if reason is None:
+    missing = fid_weights(cfg).get("missing")
+    if reason is None and missing is None:
         mu, _ = reference_stats(cfg, out_dir / "fid_ref" / "stats.npz")
         write_status(out_dir / "fid_ref", None, n_images=cfg.sample.fid_ref_n or info["n_train"], dim=len(mu))
+    elif reason is None:
+        write_status(out_dir / "fid_ref", missing)
     else:
         write_status(out_dir / "fid_ref", reason)
     return status

@@ -136,7 +136,7 @@ def run_chain(
     `work` holds the full checkpoints (not returned); `budget_s` is the wall-clock the chain may use.
     """
     from dualat.data import test_transform
-    from dualat.generate import balanced_labels, seed_images
+    from dualat.generate import balanced_labels, images_at, report_indices, seed_split, selection_size
 
     t_start = time.time()
     out, work = Path(out), Path(work)
@@ -165,7 +165,10 @@ def run_chain(
     )  # fmt: skip
     seconds["dualat"] = time.time() - t0
     files = {"standard_at": "best.pt", "ratio": "best.pt", "dualat": "final.pt"}  # dualat: final EMA
-    seeds = seed_images(pipeline.ood_set(cfg, test_transform(cfg.data.dataset)), cfg.sample.n_samples)
+    # the pipeline's first reporting seeds (generate.seed_split: disjoint from the selection block)
+    source = pipeline.ood_set(cfg, test_transform(cfg.data.dataset))
+    _, pool = seed_split(len(source), selection_size(cfg), cfg.sample.selection_seed)
+    seeds = images_at(source, report_indices(pool, cfg.sample.n_samples, cfg.sample.seeds[0]))
     labels = balanced_labels(cfg.sample.n_samples, cfg.data.num_classes)
     t0 = time.time()
     for method in METHODS:
@@ -239,12 +242,12 @@ def ingest(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = json.loads((run_dir / "run.json").read_text())
     t0 = time.time()
-    features = features or pipeline.inception()
+    features = features or pipeline.inception(cfg)
     ref_path = out_dir / "fid_ref" / "stats.npz"
     mu, sigma = pipeline.reference_stats(cfg, ref_path, features)
     with np.load(ref_path.with_name("features.npz")) as f:
         real = f["feats"].astype(np.float64)
-    rng = np.random.default_rng(cfg.sample.seed)
+    rng = np.random.default_rng(cfg.sample.seeds[0])
     metrics: dict[str, Any] = {}
     for method in METHODS:
         state = torch.load(run_dir / f"{method}.pt", map_location="cpu")
@@ -261,7 +264,7 @@ def ingest(
             fid_from_stats(*feature_stats(feats[rng.integers(0, len(feats), len(feats))]), mu, sigma)
             for _ in range(n_boot)
         ]
-        kid_mean, kid_std = kid(feats, real, subset_size=min(kid_subset, len(feats), len(real)), seed=cfg.sample.seed)
+        k = kid(feats, real, cfg.sample.kid_subsets, min(kid_subset, len(feats), len(real)), cfg.sample.seeds[0])
         metrics[method] = {
             "clean_acc": acc["clean_acc"],
             "pgd_acc": acc["pgd_acc"],
@@ -270,8 +273,8 @@ def ingest(
             "n_autoattack": acc["autoattack"]["n"],
             "fid": fid_from_stats(*feature_stats(feats), mu, sigma),
             "fid_boot_std": float(np.std(boots, ddof=1)) if n_boot > 1 else None,
-            "kid": kid_mean,
-            "kid_std": kid_std,
+            "kid": k["mean"],
+            "kid_std": k["std"],
             "n_samples": len(feats),
             "steps": int(np.load(run_dir / f"samples_{method}.npz")["steps"]),
         }

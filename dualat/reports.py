@@ -218,16 +218,6 @@ def difference(row: dict, profile: str) -> Any:
     return ""
 
 
-def kid_difference_exceeds(m1: float, s1: float, m2: float, s2: float, k: float = K_SIGMA) -> bool:
-    """Whether two KID means differ by more than k combined standard deviations,
-    |m1 - m2| > k * sqrt(s1^2 + s2^2), with s the std over KID's subsets.
-
-    A heuristic, not a test: the subsets of one KID estimate share images, and two models'
-    estimates share the reference set, so the stds are not independent errors. A difference below
-    the threshold means "no conclusion", not "equal"."""
-    return abs(m1 - m2) > k * math.sqrt(s1**2 + s2**2)
-
-
 # --- tables ---------------------------------------------------------------------------------------
 
 
@@ -654,14 +644,19 @@ def kid_of(gen: Any, mode: str = "conditional") -> tuple[float, float] | NotComp
 
 def compare_kid(name_a: str, a: Any, name_b: str, b: Any, fid_a: Any = None, fid_b: Any = None) -> dict:
     """A statement of whether model a's KID differs from b's beyond the uncertainty
-    (`kid_difference_exceeds`), with the numbers behind it."""
+    (`metrics.exceeds_uncertainty` with K_SIGMA), with the numbers behind it."""
     for v in (a, b):
         if isinstance(v, NotComputed):
             statement = f"{name_a} vs {name_b}: not computed: {short_reason(v.reason)}"
             return {"exceeds": None, "statement": statement, "reason": v.reason}
+    from dualat.metrics import exceeds_uncertainty
+
     (ma, sa), (mb, sb) = a, b
-    threshold = K_SIGMA * math.sqrt(sa**2 + sb**2)
-    exceeds = kid_difference_exceeds(ma, sa, mb, sb)
+    # A heuristic, not a test: the subsets of one KID estimate share images, and two models'
+    # estimates share the reference set, so the stds are not independent errors. A difference
+    # below the threshold means "no conclusion", not "equal".
+    judged = exceeds_uncertainty(ma, sa, mb, sb, K_SIGMA)
+    threshold, exceeds = judged["uncertainty"], judged["exceeds"]
     lower = name_a if ma < mb else name_b
     verdict_text = (
         f"the difference exceeds the uncertainty: {lower} has the lower KID"

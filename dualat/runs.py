@@ -45,6 +45,10 @@ RESUME_KEYS: dict[str, tuple[str, ...]] = {
         "sample.n_samples",
         "sample.batch_size",
         "sample.fid_ref_n",
+        "sample.fid_mode",
+        "sample.fid_weights",
+        "sample.selection_seed",  # which held-out seed images (generate.seed_split) ...
+        "sample.n_grid_samples",  # ... and how many are held out
     ),
 }
 RESUME_KEYS["ablation"] = RESUME_KEYS["dualat"]

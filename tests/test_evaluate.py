@@ -253,18 +253,34 @@ def test_generation_smoke(tiny_wrn, tmp_path):
         "sample.n_samples": 12,
         "sample.n_grid_samples": 4,
         "sample.steps_grid": [1, 2],
-        "sample.steps.dualat": 2,  # in the grid: its features are reused there
+        "sample.steps.dualat": 2,
         "sample.fid_ref_n": 8,
         "sample.batch_size": 8,
+        "sample.seeds": [0, 1],
+        "sample.kid_subsets": 5,
+        "sample.is_weights": str(tmp_path / "missing_is.pth"),
+        "stage2.eval_fid_samples": 4,  # selection block: 4 of the 20 seed images
         "data.n_ood": 20,
     }
     cfg = _cfg(**overrides)
     path = _save(tiny_wrn, tmp_path / "model")
     out = tmp_path / "eval"
     m = evaluate.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", out, progress=False)
-    for key in ("fid_conditional", "fid_unconditional"):
+    for key in ("fid_conditional", "fid_unconditional", "fid_conditional_std", "fid_unconditional_std"):
         assert isinstance(m[key], float) and math.isfinite(m[key]) and m[key] > 0
-    assert isinstance(m["inception_score"], NotComputed)
+    assert [r["seed"] for r in m["per_seed"]] == [0, 1]
+    assert m["fid_conditional"] == pytest.approx(np.mean([r["fid_conditional"] for r in m["per_seed"]]))
+    for kid in (m["kid_conditional"], m["kid_unconditional"], m["control"]["kid"]):
+        assert set(kid) == {"mean", "std", "subsets", "subset_size"} and kid["subset_size"] == 8  # min(N, ref)
+        assert math.isfinite(kid["mean"]) and kid["std"] >= 0 and kid["subsets"] == 5
+    assert math.isfinite(m["control"]["fid"]) and m["control"]["fid"] > 0
+    assert "missing_is.pth" in m["inception_score"].reason
+    p = m["fid_protocol"]
+    assert p["mode"] == "clean" and p["n"] == 12 and p["reference"]["key"] == pipeline.fid_ref_key(cfg)
+    assert p["weights_sha256"] == pipeline.fid_weights(cfg)["sha256"] and len(p["weights_sha256"]) == 64
+    seeds = m["seeds"]
+    assert seeds["permutation_seeds"] == [0, 1] and seeds["n_source"] == 20 and seeds["n_selection"] == 4
+    assert len(set(seeds["first_indices_sha256"])) == 2
     assert m["steps"] == 2 and m["step_size"] == cfg.sample.step_size and m["n_samples"] == 12
     assert m["grid"]["T"] == [1, 2] and m["grid"]["best_T"] in (1, 2)
     assert all(math.isfinite(f) and f > 0 for f in m["grid"]["fid"])
@@ -273,3 +289,59 @@ def test_generation_smoke(tiny_wrn, tmp_path):
     assert (tmp_path / "fid_ref.npz").is_file()
     record = read_record(out / "generation.json")
     assert isinstance(record["metrics"]["inception_score"], NotComputed)
+    assert record["metrics"]["per_seed"][1]["kid_conditional"] == m["per_seed"][1]["kid_conditional"]
+
+
+@needs_data
+def test_generation_without_fid_weights_is_not_computed(tiny_wrn, tmp_path, monkeypatch):
+    """FID mode legacy_pytorch without pytorch-fid's weights: every FID/KID says why, no crash."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    cfg = _cfg(**{"sample.fid_mode": "legacy_pytorch"})
+    path = _save(tiny_wrn, tmp_path / "model")
+    m = evaluate.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", tmp_path / "eval", progress=False)
+    for key in ("fid_conditional", "fid_unconditional", "kid_conditional", "control", "per_seed"):
+        assert isinstance(m[key], NotComputed) and "pt_inception-2015-12-05" in m[key].reason
+    assert m["fid_protocol"]["mode"] == "legacy_pytorch" and m["fid_protocol"]["weights"] is None
+    assert "legacy_pytorch" in pipeline.fid_ref_key(cfg)["mode"]
+    assert not (tmp_path / "fid_ref.npz").exists()
+
+
+# --- seed images (issue 9, point 5) -----------------------------------------------------------------
+
+
+def test_seed_draws_cover_the_source_and_keep_selection_apart():
+    from dualat.generate import indices_sha256, report_indices, seed_split
+
+    selection, pool = seed_split(5000, 100, selection_seed=1000)
+    again, _ = seed_split(5000, 100, selection_seed=1000)
+    assert np.array_equal(selection, again)  # deterministic
+    assert len(selection) == 100 and not set(selection) & set(pool)  # disjoint
+    assert sorted(np.concatenate([selection, pool])) == list(range(5000))
+    report = {seed: report_indices(pool, 150, seed) for seed in (0, 1)}
+    assert np.array_equal(report[0], report_indices(pool, 150, 0))
+    assert indices_sha256(report[0]) != indices_sha256(report[1])
+    for idx in report.values():
+        assert len(set(idx)) == 150 and not set(idx) & set(selection)
+        assert idx.max() > 4000 and idx.min() < 1000  # spread over the whole source, not its head
+    with pytest.raises(ValueError, match="outside the selection"):
+        report_indices(pool, 4901, 0)
+    with pytest.raises(ValueError, match="none left"):
+        seed_split(100, 100, 0)
+
+
+def test_sample_fid_fn_uses_the_selection_block(monkeypatch):
+    """Training-time FID reads the held-out selection seeds, never the reported ones."""
+    from dualat import generate
+
+    cfg = _cfg(**{"data.n_ood": 300})
+    seen = []
+    monkeypatch.setattr(pipeline, "inception", lambda cfg: lambda x: np.zeros((len(x), 4)))
+    monkeypatch.setattr(pipeline, "reference_stats", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "ood_set", lambda cfg, t=None: list(range(300)))
+    monkeypatch.setattr(generate, "images_at", lambda ds, idx: seen.append(np.array(idx)) or torch.zeros(0))
+    monkeypatch.setattr(generate, "generate", lambda *a, **k: torch.zeros(4, 3, 32, 32))
+    monkeypatch.setattr("dualat.metrics.fid_to_reference", lambda f, p: 1.0)
+    pipeline.sample_fid_fn(cfg, "unused")(None, 40)
+    selection, pool = generate.seed_split(300, generate.selection_size(cfg), cfg.sample.selection_seed)
+    assert np.array_equal(seen[0], selection[:40])
+    assert not set(seen[0]) & set(generate.report_indices(pool, cfg.sample.n_samples, cfg.sample.seeds[0]))

@@ -283,6 +283,137 @@ def test_fid_equals_cleanfid(inception, fid_sets, tmp_path):
     assert value == pytest.approx(metrics.fid(feats["a"][:n, :d], feats["b"][:n, :d]), rel=1e-3)
 
 
+# --- FID mode legacy_pytorch (the paper's released code) ------------------------------------------
+
+
+def test_legacy_preprocess_matches_cleanfid_pieces():
+    """floor(255 x) (the released code's PNG writer), then clean-fid's legacy_pytorch resizer and
+    its pytorch_inception input map x / 255 -> 2 x - 1; "clean" keeps round(255 x)."""
+    from cleanfid.resize import build_resizer
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0] = 100.7 / 255  # floor 100, round 101
+    ours = next(generative._Preprocess("legacy_pytorch")(x, 8, False, ""))
+    u8 = np.floor(x.permute(0, 2, 3, 1).numpy().astype(np.float32) * 255).astype(np.uint8)
+    assert u8[0, 0, 0, 0] == 100
+    resize = build_resizer("legacy_pytorch")
+    expected = 2 * (np.stack([resize(img) for img in u8]) / 255) - 1  # (B, 299, 299, 3)
+    assert ours.shape == (3, 3, 299, 299)
+    assert np.allclose(ours.permute(0, 2, 3, 1).numpy(), expected, atol=1e-6)
+    assert generative._to_uint8_nhwc(x[:1])[0, 0, 0, 0] == 101  # mode "clean": round
+
+
+def test_fid_weights_lookup(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    missing = metrics.fid_weights("legacy_pytorch")
+    assert isinstance(missing, NotComputed) and generative.PYTORCH_FID_FILE in missing.reason
+    assert "not available offline" in missing.reason and str(tmp_path / "hub") in missing.reason
+    with pytest.raises(FileNotFoundError, match=generative.PYTORCH_FID_FILE):
+        metrics.InceptionFeatures(mode="legacy_pytorch")
+    assert isinstance(metrics.fid_weights("legacy_pytorch", tmp_path / "none.pth"), NotComputed)
+    cached = tmp_path / "hub" / "checkpoints" / generative.PYTORCH_FID_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert metrics.fid_weights("legacy_pytorch") == cached
+    with pytest.raises(ValueError, match="FID mode"):
+        metrics.fid_weights("tf")
+
+
+@pytest.fixture(scope="module")
+def random_pytorch_fid(tmp_path_factory):
+    """pytorch-fid's Inception architecture with random weights, saved as its .pth would be."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / generative.PYTORCH_FID_FILE
+    torch.save(generative._inception_1008(None).state_dict(), path)
+    return path
+
+
+def test_legacy_features_and_fid_equal_cleanfid(random_pytorch_fid, tmp_path, monkeypatch):
+    """clean-fid's own legacy_pytorch pipeline (PNG files written with floor(255 x), its loader,
+    resizer and pytorch-fid network) given the same weights file gives our features of the float
+    images, and the same FID (first 64 dims: clean-fid's sqrtm at 2048-d costs a minute here).
+    The weights are random: the real ones are not available offline (next test)."""
+    from cleanfid import fid as cleanfid
+    from cleanfid import inception_pytorch
+
+    state = torch.load(random_pytorch_fid, weights_only=True)
+    monkeypatch.setattr(inception_pytorch, "load_state_dict_from_url", lambda *a, **k: state)
+    x = {k: torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i, k in enumerate("ab")}
+    ours = metrics.InceptionFeatures(random_pytorch_fid, mode="legacy_pytorch")
+    model = cleanfid.build_feature_extractor("legacy_pytorch", torch.device("cpu"), use_dataparallel=False)
+    feats = {}
+    for name, images in x.items():
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(np.floor(images.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
+            Image.fromarray(img).save(tmp_path / name / f"{i:04d}.png")
+        theirs = cleanfid.get_folder_features(
+            str(tmp_path / name), model, num_workers=0, batch_size=6, device=torch.device("cpu"),
+            mode="legacy_pytorch", verbose=False,
+        )  # fmt: skip
+        feats[name] = ours(images, batch_size=4)
+        assert np.allclose(feats[name], theirs, rtol=1e-4, atol=1e-4)
+    d = 64
+    value = cleanfid.fid_from_feats(feats["a"][:, :d], feats["b"][:, :d])
+    assert metrics.fid(feats["a"][:, :d], feats["b"][:, :d]) == pytest.approx(value, rel=1e-3)
+
+
+def test_legacy_fid_with_real_weights(tmp_path):
+    """With pytorch-fid's real weights in torch.hub's folder: clean-fid's compute_fid on folders."""
+    path = metrics.fid_weights("legacy_pytorch")
+    if isinstance(path, NotComputed):
+        pytest.skip(path.reason)
+    from cleanfid import fid as cleanfid
+
+    images = {k: torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i, k in enumerate("ab")}
+    for name, x in images.items():
+        (tmp_path / name).mkdir()
+        for i, img in enumerate(np.floor(x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)):
+            Image.fromarray(img).save(tmp_path / name / f"{i:04d}.png")
+    value = cleanfid.compute_fid(
+        str(tmp_path / "a"), str(tmp_path / "b"), mode="legacy_pytorch", num_workers=0,
+        device=torch.device("cpu"), verbose=False, use_dataparallel=False,
+    )  # fmt: skip
+    net = metrics.InceptionFeatures(mode="legacy_pytorch")
+    assert metrics.fid(net(images["a"]), net(images["b"])) == pytest.approx(value, rel=1e-2)
+
+
+# --- KID ------------------------------------------------------------------------------------------------
+
+
+def mmd2_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with k(a, b) = (a.b / D + 1)^3, as explicit float64 sums."""
+    m, d = len(x), x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    off = lambda a: (a.sum() - np.trace(a)) / (m * (m - 1))  # noqa: E731
+    return float(off(kxx) + off(kyy) - 2 * kxy.mean())
+
+
+def test_kid_matches_float64_reference_and_cleanfid():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.0, size=(30, 16))
+    np.random.seed(5)
+    before = np.random.get_state()[1].copy()
+    out = metrics.kid(a, b, subsets=7, subset_size=20, seed=3)
+    assert np.array_equal(np.random.get_state()[1], before)  # numpy's global state untouched
+    draw = np.random.default_rng(3)
+    ref = [
+        mmd2_reference(a[draw.choice(40, 20, replace=False)], b[draw.choice(30, 20, replace=False)]) for _ in range(7)
+    ]
+    assert out["mean"] == pytest.approx(np.mean(ref), rel=1e-10)
+    assert out["std"] == pytest.approx(np.std(ref), rel=1e-8)
+    assert (out["subsets"], out["subset_size"]) == (7, 20)
+    assert metrics.kid(a, b, 3, 1000)["subset_size"] == 30  # capped at the smaller set
+    assert metrics.kid(a, a[::-1], 1, 40)["mean"] == pytest.approx(mmd2_reference(a, a), abs=1e-12)
+    assert isinstance(metrics.kid(a[:1], b)["mean"], NotComputed)
+
+
+def test_exceeds_uncertainty():
+    assert metrics.exceeds_uncertainty(10.0, 0.1, 9.0, 0.1)["exceeds"] is True
+    assert metrics.exceeds_uncertainty(10.0, 1.0, 9.0, 1.0)["exceeds"] is False
+    assert metrics.exceeds_uncertainty(10.0, None, 9.0, 0.1)["exceeds"] is None
+
+
 # --- accuracy and AutoAttack ----------------------------------------------------------------------------
 
 
@@ -423,15 +554,3 @@ def test_record_round_trip(tmp_path):
 
 def test_git_revision_outside_git(tmp_path):
     assert git_revision(tmp_path) == "unknown"
-
-
-def test_kid_equals_clean_fid_kernel_distance_on_full_sets():
-    fid_module = pytest.importorskip("cleanfid.fid")
-    from dualat.metrics import kid
-
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(40, 16)), rng.normal(0.3, 1.0, size=(40, 16))
-    ours, spread = kid(a, b, subsets=3, subset_size=40)  # every subset is the whole set, permuted
-    assert ours == pytest.approx(fid_module.kernel_distance(a, b, num_subsets=1, max_subset_size=40), rel=1e-10)
-    assert spread == pytest.approx(0, abs=1e-12)
-    assert kid(a, a, subsets=1, subset_size=40)[0] < 0.01 < ours

@@ -124,8 +124,10 @@ def test_quick_profile_not_comparable_and_no_difference_column(fake):
 
 
 def test_kid_rule():
-    assert reports.kid_difference_exceeds(10.0, 1.0, 20.0, 1.0)  # 10 > 2*sqrt(2)
-    assert not reports.kid_difference_exceeds(10.0, 1.0, 11.5, 1.0)  # 1.5 < 2.83
+    from dualat.metrics import exceeds_uncertainty
+
+    assert exceeds_uncertainty(10.0, 1.0, 20.0, 1.0, reports.K_SIGMA)["exceeds"]  # 10 > 2*sqrt(2)
+    assert not exceeds_uncertainty(10.0, 1.0, 11.5, 1.0, reports.K_SIGMA)["exceeds"]  # 1.5 < 2.83
 
 
 def test_comparisons_follow_the_rule(fake):

@@ -7,13 +7,16 @@ imported inside the functions that need them, so importing this package stays ch
 from dualat.metrics.accuracy import clean_accuracy, pgd_accuracy, predict_logits
 from dualat.metrics.calibration import expected_calibration_error, plot_reliability, reliability_diagram_data
 from dualat.metrics.generative import (
+    FID_MODES,
     InceptionFeatures,
     cached_stats,
     classwise_fid,
+    exceeds_uncertainty,
     feature_stats,
     fid,
     fid_from_stats,
     fid_to_reference,
+    fid_weights,
     inception_path,
     inception_score,
     inception_score_from_probs,
@@ -24,6 +27,7 @@ from dualat.metrics.robust import autoattack_accuracy
 from dualat.records import NotComputed
 
 __all__ = [
+    "FID_MODES",
     "NotComputed",
     "InceptionFeatures",
     "auroc",
@@ -32,10 +36,12 @@ __all__ = [
     "classwise_fid",
     "clean_accuracy",
     "expected_calibration_error",
+    "exceeds_uncertainty",
     "feature_stats",
     "fid",
     "fid_from_stats",
     "fid_to_reference",
+    "fid_weights",
     "inception_path",
     "inception_score",
     "inception_score_from_probs",

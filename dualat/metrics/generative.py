@@ -1,7 +1,15 @@
-"""FID, class-wise (counterfactual) FID and Inception Score, reproducing clean-fid's mode="clean".
+"""FID, KID, class-wise (counterfactual) FID and Inception Score in two of clean-fid's modes.
 
-Feature pipeline (clean-fid 0.1.35, `mode="clean"`, Parmar et al. 2022), as clean-fid computes
-features of a folder of PNG files:
+mode="legacy_pytorch" is how the paper's released code computed FID (shared/REFERENCE.md, "FID in
+the code"): samples written as PNG with floor(255 x); pytorch-fid's Inception port
+(pt_inception-2015-12-05-6726825d.pth) fed bilinear-resized images (F.interpolate, 299x299,
+align_corners=False, no re-quantisation; clean-fid's `build_resizer("legacy_pytorch")`) mapped from
+[0, 255] to 2 x / 255 - 1 (clean-fid's `feature_extractor("pytorch_inception")`). Its weights are not
+shipped offline: `fid_weights` says where it looked. tests/test_metrics.py checks features and FID
+against clean-fid's own legacy_pytorch folder pipeline given the same weights file.
+
+mode="clean" (clean-fid 0.1.35, Parmar et al. 2022), as clean-fid computes features of a folder of
+PNG files:
 1. images are quantised to uint8 as round(255 x), which is what saving a [0, 1] image as PNG
    does. (clean-fid's generator path `get_model_features` skips this step; we keep it so that
    features of tensors equal clean-fid's features of the same images saved as PNGs.)
@@ -10,6 +18,7 @@ features of a folder of PNG files:
 3. values in [0, 255] are mapped to (x - 128) / 128 and fed to the TF 2015-12-05 Inception graph
    as TorchScript, whose forward does no normalisation of its own; the 2048-d pool3 activations
    are the features. This is clean-fid's `InceptionV3W.forward` with resize_inside=False.
+KID (`kid`) is clean-fid's `kernel_distance` per subset, with the std over subsets.
 The Fréchet distance is computed in float64 with symmetric eigendecompositions (see
 `trace_sqrt_product`); tests/test_metrics.py checks it against clean-fid's `frechet_distance`, and
 features and FID against clean-fid's `compute_fid` on PNG files.
@@ -74,6 +83,42 @@ def inception_path(user_path: str | os.PathLike | None = None) -> Path:
     )
 
 
+FID_MODES = ("legacy_pytorch", "clean")
+# pytorch-fid's port of the TF 2015-12-05 graph with its 1008-way head (clean-fid's and pytorch-fid's
+# FID_WEIGHTS_URL); torch.hub's load_state_dict_from_url keeps it in <hub dir>/checkpoints/.
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def _pytorch_fid_cache() -> Path:
+    """Where clean-fid's / pytorch-fid's `load_state_dict_from_url` downloads PYTORCH_FID_FILE."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE
+
+
+def fid_weights(mode: str, user_path: str | os.PathLike | None = None) -> Path | NotComputed:
+    """The weights file of `mode`'s FID network: `user_path` if given (must exist), else the mode's
+    default lookup (legacy_pytorch: the torch.hub download location; clean: `inception_path`);
+    NotComputed naming the file and where to put it when there is none."""
+    if mode not in FID_MODES:
+        raise ValueError(f"FID mode must be one of {', '.join(FID_MODES)}, got {mode!r}")
+    if user_path:
+        path = Path(user_path)
+        return path if path.is_file() else NotComputed(f"FID weights not found at {path} (sample.fid_weights)")
+    if mode == "clean":
+        try:
+            return inception_path()
+        except FileNotFoundError as err:
+            return NotComputed(str(err))
+    path = _pytorch_fid_cache()
+    return (
+        path
+        if path.is_file()
+        else NotComputed(
+            f"FID mode legacy_pytorch: pytorch-fid's Inception weights not available offline: put {PYTORCH_FID_FILE} "
+            f"at {path} (or anywhere, and set sample.fid_weights), or use sample.fid_mode: clean"
+        )
+    )
+
+
 def _pool3_layers(module: torch.jit.ScriptModule) -> nn.Module:
     """The convolutional trunk (input already mapped to [-1, 1)) in either TorchScript layout."""
     if hasattr(module, "layers"):  # NVIDIA's inception-2015-12-05.pt, as clean-fid uses it
@@ -83,48 +128,67 @@ def _pool3_layers(module: torch.jit.ScriptModule) -> nn.Module:
     raise ValueError("unrecognised Inception TorchScript file: no `layers` or `net.layers` submodule")
 
 
-def _to_uint8_nhwc(images: torch.Tensor) -> np.ndarray:
-    """uint8 (B, H, W, 3) from uint8 or float [0, 1] images (B, 3, H, W); floats round(255 x)."""
+def _to_uint8_nhwc(images: torch.Tensor, floor: bool = False) -> np.ndarray:
+    """uint8 (B, H, W, 3) from uint8 or float [0, 1] images (B, 3, H, W); floats become round(255 x)
+    (a PNG writer such as torchvision's save_image), or floor(255 x) with `floor` (the released
+    code's PNG writer, REFERENCE.md "FID in the code")."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
     if images.dtype != torch.uint8:
-        images = (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+        x = images.detach().float() * 255
+        images = (x.floor() if floor else x.round()).clamp(0, 255).to(torch.uint8)
     return images.cpu().permute(0, 2, 3, 1).numpy()
 
 
-class _CleanPreprocess:
-    """Batches of images -> float32 (B, 3, 299, 299) mapped to (x - 128) / 128, clean-fid style."""
+class _Preprocess:
+    """Batches of images -> float32 (B, 3, 299, 299) as clean-fid feeds its network in `mode`:
+    clean: round(255 x), PIL bicubic, (x - 128) / 128; legacy_pytorch: floor(255 x), torch
+    bilinear, 2 x / 255 - 1."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "clean") -> None:
         from cleanfid.resize import build_resizer
 
-        self.resize = build_resizer("clean")  # per-channel float32 PIL bicubic to 299, no quantisation
+        if mode not in FID_MODES:
+            raise ValueError(f"FID mode must be one of {', '.join(FID_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.resize = build_resizer(mode)  # 299x299 float32 in [0, 255], not re-quantised
 
     def __call__(self, images: torch.Tensor, batch_size: int, progress: bool, desc: str) -> Iterator[torch.Tensor]:
         for start, stop in batches(len(images), batch_size, progress, desc):
-            x = _to_uint8_nhwc(images[start:stop])
-            # PIL resizes one image at a time; this per-image loop is clean-fid's own.
-            x = np.stack([self.resize(img) for img in x])  # (B, 299, 299, 3) float32 in [0, 255]
-            yield (torch.from_numpy(x).permute(0, 3, 1, 2).contiguous() - 128) / 128
+            x = _to_uint8_nhwc(images[start:stop], floor=self.mode == "legacy_pytorch")
+            # clean-fid resizes one image at a time; so do we, with its resizer.
+            x = torch.from_numpy(np.stack([self.resize(img) for img in x])).permute(0, 3, 1, 2).contiguous()
+            yield (x - 128) / 128 if self.mode == "clean" else 2 * (x / 255) - 1
 
 
 class InceptionFeatures:
-    """Inception pool3 features (N, 2048) as clean-fid computes them in mode="clean".
+    """Inception pool3 features (N, 2048) as clean-fid computes them in `mode` (see module doc).
 
-    Uses the TF 2015-12-05 Inception graph as TorchScript (see `inception_path`) on `device`.
+    clean: the TF 2015-12-05 graph as TorchScript (`inception_path`); legacy_pytorch: pytorch-fid's
+    port (`fid_weights`); FileNotFoundError when the mode's weights are missing. Runs on `device`.
     """
 
     def __init__(
-        self, path: str | os.PathLike | None = None, device: str | torch.device = "cpu", progress: bool = False
+        self,
+        path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+        mode: str = "clean",
     ) -> None:
-        self.path = inception_path(path)
-        self.device = device
-        self.progress = progress
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(self.path), map_location=device).eval()
-        self.net = _pool3_layers(module)
-        self.preprocess = _CleanPreprocess()
+        found = fid_weights(mode, path)
+        if isinstance(found, NotComputed):
+            raise FileNotFoundError(found.reason)
+        self.path, self.mode, self.device, self.progress = found, mode, device, progress
+        if mode == "legacy_pytorch":
+            net = _inception_1008(self.path)
+            net.fc = nn.Identity()  # torchvision's forward ends avgpool -> dropout (eval: none) -> fc
+            self.net = net.to(device)
+        else:
+            with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(self.path), map_location=device).eval()
+            self.net = _pool3_layers(module)
+        self.preprocess = _Preprocess(mode)
 
     def __call__(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """Features float64 (N, 2048) of images (N, 3, H, W), uint8 or float in [0, 1]."""
@@ -179,27 +243,6 @@ def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(diff @ diff + (xa * xa).sum() + (xb * xb).sum() - 2 * cross)
 
 
-def kid(
-    feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
-) -> tuple[float, float]:
-    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 with the cubic
-    polynomial kernel k(a, b) = (a.b / D + 1)^3, averaged over `subsets` random subsets of
-    `subset_size` features from each set (N_a, D), (N_b, D); returns (mean, std over subsets)."""
-    a, b = (np.asarray(f, dtype=np.float64) for f in (feats_a, feats_b))
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 features per set, got {len(a)} and {len(b)}")
-    rng = np.random.default_rng(seed)
-    dim = a.shape[1]
-    values = []
-    for _ in range(subsets):
-        x, y = a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]
-        k_xx, k_yy, k_xy = ((p @ q.T / dim + 1) ** 3 for p, q in ((x, x), (y, y), (x, y)))
-        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-        values.append(within - 2 * k_xy.mean())
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if subsets > 1 else 0.0
-
-
 def cached_stats(
     path: str | os.PathLike, compute_feats: Callable[[], np.ndarray], key: dict | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +278,48 @@ def fid_to_reference(feats: np.ndarray, path: str | os.PathLike) -> float:
     return fid_from_stats(*feature_stats(feats), mu, sigma)
 
 
+def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with the kernel (a.b / D + 1)^3, on `subsets`
+    random pairs of subsets of min(subset_size, N_a, N_b) features each (N_a, D), (N_b, D).
+
+    Returns {"mean", "std", "subsets", "subset_size"}: raw KID (not x1000), std over the subsets
+    (np.std, ddof 0, as torch-fidelity reports it). Each subset's MMD^2 is clean-fid's
+    `kernel_distance` on that pair (num_subsets=1, whole pair: its internal draw is then only a
+    permutation, which the MMD does not depend on); the pairs come from a seeded generator and
+    numpy's global state is restored afterwards.
+    """
+    from cleanfid.fid import kernel_distance
+
+    a, b = (np.asarray(f, dtype=np.float64) for f in (feats_a, feats_b))
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        return {
+            "mean": NotComputed(f"KID needs >= 2 features per set, got {m}"),
+            "std": None,
+            "subsets": 0,
+            "subset_size": m,
+        }
+    rng, state = np.random.default_rng(seed), np.random.get_state()
+    try:
+        values = [
+            kernel_distance(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)], 1, m)
+            for _ in range(subsets)
+        ]
+    finally:
+        np.random.set_state(state)
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "subsets": subsets, "subset_size": m}
+
+
+def exceeds_uncertainty(a: float, std_a: float | None, b: float, std_b: float | None, k: float = 2.0) -> dict:
+    """Whether |a - b| exceeds k combined standard deviations sqrt(std_a^2 + std_b^2) (k = 2: about
+    95% for independent normal errors). For comparing two models' FID over seeds or KID over
+    subsets; "exceeds" is None when no uncertainty is known (one seed)."""
+    if std_a is None or std_b is None:
+        return {"difference": a - b, "uncertainty": None, "exceeds": None}
+    u = k * float(np.hypot(std_a, std_b))
+    return {"difference": a - b, "uncertainty": u, "exceeds": bool(abs(a - b) > u)}
+
+
 def classwise_fid(
     feats_cf: np.ndarray, targets: np.ndarray, feats_real: np.ndarray, labels_real: np.ndarray, num_classes: int
 ) -> tuple[float | NotComputed, list[float | NotComputed]]:
@@ -260,7 +345,8 @@ def classwise_fid(
 
 IS_UNAVAILABLE = (
     "Inception Score needs the full Inception-v3 weights with the 1008-way head; "
-    "none are available offline — pass is_weights=<path>"
+    f"none are available offline: set sample.is_weights to the path of {PYTORCH_FID_FILE} (pytorch-fid's "
+    "release; README: FID, KID and the Inception Score)"
 )
 
 
@@ -324,6 +410,6 @@ def inception_score(
     net = _inception_1008(is_weights).to(device)
     probs = []
     with torch.no_grad():
-        for x in _CleanPreprocess()(images, batch_size, progress, "Inception Score"):
+        for x in _Preprocess("clean")(images, batch_size, progress, "Inception Score"):
             probs.append(torch.softmax(net(x.to(device)).double(), 1).cpu().numpy())
     return inception_score_from_probs(np.concatenate(probs), splits)
