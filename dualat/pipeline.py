@@ -492,7 +492,9 @@ def train(
     torch.manual_seed(cfg.stage1.seed)
     model = new_model(cfg)
     data_name = cfg.data.dataset
-    x_test, y_test = stack(test_set(cfg))
+    # the first stage*.eval_n test images (0 = all) for the PGD accuracy that selects checkpoints
+    eval_n = cfg.stage2.eval_n if method == "dualat" else cfg.stage1.eval_n
+    x_test, y_test = stack(test_set(cfg), eval_n)
     config = {"profile": cfg.profile, "method": method} | to_dict(cfg)
     key = runs.resume_key(
         to_dict(cfg), runs.RESUME_KEYS[method], data=data_fingerprint(cfg), init=sha256_file(init) if init else None
