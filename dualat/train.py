@@ -209,8 +209,11 @@ class Run:
         """True when the run is complete on disk (resumed at its last step with final.pt written)."""
         return self.step >= total and (self.out_dir / "final.pt").is_file()
 
-    def result(self) -> dict:
-        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": self.elapsed()}
+    def result(self, finished: bool = False) -> dict:
+        """What the loop returns; a finished run reports the seconds stored with it, so the
+        status.json written from it is byte-identical on every rerun (DVC then skips what follows)."""
+        seconds = self.seconds if finished else self.elapsed()
+        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": seconds}
 
     def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
         """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
@@ -279,7 +282,7 @@ def train_stage1(
         history=[], best={"robust_acc": -1.0},
     )  # fmt: skip
     if run.resume() and run.finished(total):
-        return run.result()  # nothing to do: the files on disk are the result
+        return run.result(finished=True)  # nothing to do: the files on disk are the result
     x_test, y_test = (t.to(device) for t in test_xy)
     loss_sum = torch.zeros((), device=device)
     bar = _progress(total, run.step, "stage 1" if ratio is None else "RATIO", progress)
@@ -424,7 +427,7 @@ def train_stage2(
         history=[], best={"fid": None, "robust_acc": -1.0},
     )  # fmt: skip
     if run.resume() and run.finished(total):
-        return run.result() | {"T": curriculum.T}  # nothing to do: the files on disk are the result
+        return run.result(finished=True) | {"T": curriculum.T}  # nothing to do: the files on disk are the result
     x_test, y_test = (t.to(device) for t in test_xy)
     eval_every = max(1, cfg.eval_every_images // B)
     loss_sum = torch.zeros((), device=device)

@@ -104,6 +104,7 @@ def test_finished_run_is_not_rewritten_and_new_code_retrains(tmp_path):
     time.sleep(0.01)
     _, result = _stage1(out, key=_key())  # DVC reran the stage for a change that cannot affect it
     assert result["steps"] == 8
+    assert result["seconds"] == checkpoint.load(out / "last.pt")["seconds"]  # status.json stays identical
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
     new_code = _key() | {"code": "a different training step"}
     with pytest.warns(UserWarning, match="code"):
