@@ -631,15 +631,20 @@ def _verdict_rule(profile: str) -> str:
 # --- comparisons between models (KID) -------------------------------------------------------------
 
 
-def kid_of(gen: Any, mode: str = "conditional") -> tuple[float, float] | NotComputed:
-    """(mean, std) ×10³ of a generation record's KID, or why not."""
-    mean, std = value(gen, f"kid_{mode}", "mean"), value(gen, f"kid_{mode}", "std")
+def _kid_x1000(gen: Any, keys: tuple[str, ...], what: str) -> tuple[float, float] | NotComputed:
+    """(mean, std) ×10³ of the KID entry {mean, std, ...} at `keys` of a generation record, or why not."""
+    mean, std = value(gen, *keys, "mean"), value(gen, *keys, "std")
     for v in (mean, std):
         if isinstance(v, NotComputed):
             return v
         if not _num(v):
-            return NotComputed(f"kid_{mode} is {v!r}")
+            return NotComputed(f"{what} is {v!r}")
     return 1e3 * mean, 1e3 * std
+
+
+def kid_of(gen: Any, mode: str = "conditional") -> tuple[float, float] | NotComputed:
+    """(mean, std) ×10³ of a generation record's KID, or why not."""
+    return _kid_x1000(gen, (f"kid_{mode}",), f"kid_{mode}")
 
 
 def compare_kid(name_a: str, a: Any, name_b: str, b: Any, fid_a: Any = None, fid_b: Any = None) -> dict:
@@ -693,14 +698,7 @@ def comparisons(dataset: str = "cifar10") -> dict:
 
 
 def _control_kid(gen: Any) -> tuple[float, float] | NotComputed:
-    kid = value(gen, "control", "kid")
-    mean, std = value(kid, "mean"), value(kid, "std")
-    for v in (mean, std):
-        if isinstance(v, NotComputed):
-            return v
-        if not _num(v):
-            return NotComputed(f"control KID is {v!r}")
-    return 1e3 * mean, 1e3 * std
+    return _kid_x1000(gen, ("control", "kid"), "control KID")
 
 
 COMPARISON_RULE = (
