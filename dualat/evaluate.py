@@ -171,12 +171,14 @@ def generation(
                 per_seed.append(_seed_metrics(seed, out, ref_stats_path, ref_feats, s))
             first = first or out
         with _timed(seconds, "grid"):
-            grid = _sample_grid(model, source, selection[: s.n_grid_samples], cfg, feats_fn, dev, progress)
+            grid, grid_shown = _sample_grid(model, source, selection[: s.n_grid_samples], cfg, feats_fn, dev, progress)
         grid_T = sorted(grid)
         grid_fid = [_fid(grid[t], ref_stats_path) for t in grid_T]
         with _timed(seconds, "inception_score"):
             score = _inception_score(first["all_conditional"], is_weights, dev, progress)
         _save_sample_grids(first, Path(out_dir))
+        for t, shown in grid_shown.items():  # e.g. Figure 6's RATIO at 32 steps (selection seeds)
+            _save_grid(shown, Path(out_dir) / f"samples_conditional_T{t}.png", 10)
         seeds = {"permutation_seeds": list(s.seeds), "n_source": len(source), "first_indices_sha256": hashes}
         seeds |= {"selection_seed": s.selection_seed, "n_selection": len(selection)}
         seeds["selection_sha256"] = indices_sha256(selection)
@@ -670,14 +672,16 @@ def _sample_report(
 
 
 def _sample_grid(model: nn.Module, source, indices: np.ndarray, cfg: Config, features: Features, dev, progress):
-    """{T: features} of conditional samples at each T of `sample.steps_grid` (Table 8) from the
-    seed images source[indices]. One trajectory continues from T to the next larger T: the
-    sampler is deterministic, so x_T' = T' - T more steps from x_T."""
+    """({T: features}, {T: images}) of conditional samples at each T of `sample.steps_grid`
+    (Table 8) from the seed images source[indices]; the images are the first N_SHOW, sorted by
+    label. One trajectory continues from T to the next larger T: the sampler is deterministic,
+    so x_T' = T' - T more steps from x_T."""
     from dualat.generate import balanced_labels, images_at
     from dualat.sampling import sample_conditional
 
     s, grid = cfg.sample, sorted(set(cfg.sample.steps_grid))
     out: dict[int, list] = {t: [] for t in grid}
+    shown: dict[int, list] = {t: [] for t in grid}
     labels = balanced_labels(len(indices), cfg.data.num_classes)
     for start, stop in _chunks(len(indices) if grid else 0, s.batch_size, progress, "grid"):
         x, y, done = images_at(source, indices[start:stop]).to(dev), labels[start:stop].to(dev), 0
@@ -685,7 +689,11 @@ def _sample_grid(model: nn.Module, source, indices: np.ndarray, cfg: Config, fea
             x = sample_conditional(model, x, y, t - done, s.step_size)
             done = t
             out[t].append(features(x.cpu()))
-    return {t: np.concatenate(f) for t, f in out.items() if f}
+            if start < N_SHOW:
+                shown[t].append(x[: N_SHOW - start].cpu())
+    order = torch.argsort(labels[:N_SHOW], stable=True)  # as many as are shown: min(N_SHOW, n)
+    images = {t: torch.cat(v)[order] for t, v in shown.items() if v}
+    return {t: np.concatenate(f) for t, f in out.items() if f}, images
 
 
 def _save_sample_grids(out: dict, out_dir: Path) -> None:

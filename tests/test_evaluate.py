@@ -284,8 +284,12 @@ def test_generation_smoke(tiny_wrn, tmp_path):
     assert m["steps"] == 2 and m["step_size"] == cfg.sample.step_size and m["n_samples"] == 12
     assert m["grid"]["T"] == [1, 2] and m["grid"]["best_T"] in (1, 2)
     assert all(math.isfinite(f) and f > 0 for f in m["grid"]["fid"])
-    for name in ("seeds", "samples_conditional", "samples_unconditional"):
+    for name in ("seeds", "samples_conditional", "samples_unconditional", "samples_conditional_T1"):
         assert (out / f"{name}.png").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(out / "samples_conditional_T2.png") as img:  # the 4 grid seeds in one row of 10
+        assert img.size == (2 + 4 * (32 + 2), 2 + 32 + 2)
     assert (tmp_path / "fid_ref.npz").is_file()
     record = read_record(out / "generation.json")
     assert isinstance(record["metrics"]["inception_score"], NotComputed)
