@@ -1228,9 +1228,10 @@ def write_metrics(profile: str = "quick", comps: dict | None = None) -> Path:
                 "kid_x1e3": kid[0] if isinstance(kid, tuple) else kid,
                 "kid_std_x1e3": kid[1] if isinstance(kid, tuple) else kid,
             }
-            out.setdefault(dataset, {})[method] = {
-                k: (v if isinstance(v, (int, float)) else str(v)) for k, v in entry.items()
-            }
+            out.setdefault(dataset, {})[method] = {  # short reasons: `dvc metrics show` prints a table
+                k: (v if isinstance(v, (int, float)) else f"not computed: {short_reason(v.reason)}"
+                    if isinstance(v, NotComputed) else str(v)) for k, v in entry.items()
+            }  # fmt: skip
     comps = comps if comps is not None else {"cifar10": comparisons("cifar10")}
     out["comparisons"] = _jsonable(comps)
     path = REPORTS / "metrics.json"
