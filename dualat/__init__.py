@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "evaluate", "explore", "generate", "losses",
+    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "energy", "evaluate", "explore", "generate", "losses",
     "metrics", "models", "paper_values", "pipeline", "proxy", "records", "reports", "runs", "sampling", "train",
 }  # fmt: skip
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualat.config import AttackConfig
+from dualat.energy import joint_energy, marginal_energy
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # logits (B, K) -> per-sample value (B,)
 
@@ -111,12 +112,12 @@ def pgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig
 
 def pgd_target(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
     """Targeted L2 PGD maximising the logit f(x)[t] (counterfactuals towards class t)."""
-    return pgd_l2(model, x, lambda logits: logits.gather(1, t[:, None]).squeeze(1), cfg)
+    return pgd_l2(model, x, lambda logits: -joint_energy(logits, t), cfg)
 
 
 def pgd_logsumexp(model: nn.Module, x: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
     """OOD attack on the energy score: maximise -E(x) = logsumexp f(x) (Eq. 15)."""
-    return pgd_l2(model, x, lambda logits: torch.logsumexp(logits, dim=1), cfg)
+    return pgd_l2(model, x, lambda logits: -marginal_energy(logits), cfg)
 
 
 def uniform_ce(logits: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from dualat.config import Config
+from dualat.energy import marginal_energy
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -81,7 +82,7 @@ def score_table(model: nn.Module, sets: dict[str, torch.Tensor]):
     rows = []
     for name, x in sets.items():
         logits = predict_logits(model, x, batch_size=250, device=_device(model))
-        energy = -torch.logsumexp(logits, 1)
+        energy = marginal_energy(logits)
         rows.append(
             {
                 "set": name,

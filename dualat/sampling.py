@@ -13,6 +13,7 @@ from torch import nn
 
 from dualat.attacks import eval_mode, input_grad, l2_norm, pgd_ce, project
 from dualat.config import AttackConfig
+from dualat.energy import joint_energy, marginal_energy
 
 
 def ascent_step(x: torch.Tensor, grad: torch.Tensor, eta: float) -> torch.Tensor:
@@ -22,12 +23,12 @@ def ascent_step(x: torch.Tensor, grad: torch.Tensor, eta: float) -> torch.Tensor
 
 def class_logit(y: torch.Tensor):
     """Objective f(x)[y] = -E(x, y) (Eq. 1) for labels y (B,)."""
-    return lambda logits: logits.gather(1, y[:, None]).squeeze(1)
+    return lambda logits: -joint_energy(logits, y)
 
 
 def neg_energy(logits: torch.Tensor) -> torch.Tensor:
     """-E(x) = logsumexp_y f(x)[y] (Eq. 4), per sample."""
-    return torch.logsumexp(logits, dim=1)
+    return -marginal_energy(logits)
 
 
 def sample_conditional(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, T: int, eta: float) -> torch.Tensor:

@@ -28,6 +28,7 @@ from dualat.attacks import pgd_ce, pgd_uniform_ce
 from dualat.config import AttackConfig, OptimConfig, RatioConfig, Stage1Config, Stage2Config, to_dict
 from dualat.curriculum import Curriculum
 from dualat.ema import EMA
+from dualat.energy import joint_energy
 from dualat.losses import at_ce, bce_energy, pairwise_auc, ratio_ood
 from dualat.records import atomic_open, dumps_strict
 from dualat.sampling import attack_and_sample
@@ -368,8 +369,8 @@ def stage2_step(
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    pos = logits_hat.detach().gather(1, y_hat[:, None]).squeeze(1)
-    neg = logits_T.detach().gather(1, y_hat[:, None]).squeeze(1)
+    pos = -joint_energy(logits_hat.detach(), y_hat)  # f(x_hat)[y_hat]
+    neg = -joint_energy(logits_T.detach(), y_hat)  # f(x_T)[y']
     stats |= bce_stats | {"auc": pairwise_auc(pos, neg), "loss": loss.detach()}
     return loss, stats
 

@@ -142,3 +142,23 @@ def test_curriculum_lag0_raises_T_for_the_very_next_batch():
     assert lagged == [0] + ref[:-1]
     with pytest.raises(ValueError, match="curriculum_lag"):
         Curriculum(T_max=6, rule="auc", threshold=0.8, window_images=300, batch_size=128, lag=2)
+
+
+def test_energies_are_defined_once_and_match_float64():
+    """Eq. 1 and Eq. 4 against explicit float64 formulas; samplers, attacks and OOD scores use them."""
+    from dualat.energy import joint_energy, marginal_energy
+    from dualat.metrics.ood import score_neg_energy
+    from dualat.sampling import class_logit, neg_energy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, generator=g, dtype=torch.float64) * 10
+    y = torch.tensor([0, 3, 6, 2, 2])
+    for i in range(5):
+        assert joint_energy(logits, y)[i].item() == -logits[i, y[i]].item()
+        row = logits[i].tolist()
+        top = max(row)
+        lse = top + math.log(sum(math.exp(v - top) for v in row))
+        assert abs(marginal_energy(logits)[i].item() + lse) < 1e-12
+    assert torch.equal(class_logit(y)(logits), -joint_energy(logits, y))
+    assert torch.equal(neg_energy(logits), -marginal_energy(logits))
+    assert torch.allclose(score_neg_energy(logits), -marginal_energy(logits).float())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dualat.energy import marginal_energy
+
 
 def score_max_prob(logits: torch.Tensor) -> torch.Tensor:
     """max_y p(y|x) (N,) from logits (N, K); higher = more in-distribution."""
@@ -13,7 +15,7 @@ def score_max_prob(logits: torch.Tensor) -> torch.Tensor:
 
 def score_neg_energy(logits: torch.Tensor) -> torch.Tensor:
     """-E(x) = logsumexp_y f(x)[y] (N,) from logits (N, K); higher = more in-distribution."""
-    return torch.logsumexp(logits.float(), dim=1)
+    return -marginal_energy(logits.float())
 
 
 def auroc(scores_in: np.ndarray | torch.Tensor, scores_out: np.ndarray | torch.Tensor) -> float:
