@@ -14,7 +14,6 @@ is missing, every metric is that `NotComputed` and nothing raises. Images are fl
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -335,6 +334,7 @@ def ood_images(cfg: Config, name: str) -> tuple[torch.Tensor, dict]:
     image size, and the draw: {seed, set_size, indices_sha256, provenance}. Only the drawn items
     are decoded. Raises DataMissingError when the set's files are absent."""
     from dualat.data import get_dataset, test_transform
+    from dualat.generate import indices_sha256
 
     if name not in OOD_SPLITS:
         raise ValueError(f"evaluate.ood_sets: unknown set {name!r} (known: {', '.join(OOD_SPLITS)})")
@@ -347,7 +347,7 @@ def ood_images(cfg: Config, name: str) -> tuple[torch.Tensor, dict]:
         ds = get_dataset(name, OOD_SPLITS[name], pipeline.root(cfg), transform)  # image files stay unread
     indices = draw_indices(len(ds), e.ood_n, e.seed)
     x = torch.stack([ds[int(i)][0] for i in indices])
-    digest = hashlib.sha256(indices.astype("<i8").tobytes()).hexdigest()
+    digest = indices_sha256(indices)
     return x, {"seed": e.seed, "set_size": len(ds), "indices_sha256": digest, "provenance": ds.provenance}
 
 

@@ -340,17 +340,7 @@ def fid_weights(cfg: Config) -> dict:
     found = find(cfg.sample.fid_mode, cfg.sample.fid_weights or None)
     if isinstance(found, NotComputed):
         return {"path": None, "sha256": None, "missing": found}
-    return {"path": str(found), "sha256": _sha256_once(str(found), found.stat().st_size, found.stat().st_mtime)}
-
-
-_SHA256: dict[tuple, str] = {}
-
-
-def _sha256_once(path: str, size: int, mtime: float) -> str:
-    """sha256 of a weights file, hashed once per (path, size, mtime) in this process (~90 MB)."""
-    if (path, size, mtime) not in _SHA256:
-        _SHA256[(path, size, mtime)] = sha256_file(path)
-    return _SHA256[(path, size, mtime)]
+    return {"path": str(found), "sha256": sha256_file(found)}  # hashed once per process (~90 MB)
 
 
 def fid_ref_key(cfg: Config) -> dict:
@@ -374,17 +364,9 @@ def reference_stats(cfg: Config, path: str | Path, features=None) -> tuple[Any, 
     under `fid_ref_key(cfg)`; their features and labels are cached beside it (features.npz,
     reused by the counterfactuals and by KID). FileNotFoundError when the mode's weights are
     missing and nothing is cached."""
-    from dualat.data import test_transform
     from dualat.metrics import cached_stats
 
-    key = fid_ref_key(cfg)
-
-    def compute():
-        train = train_set(cfg, test_transform(cfg.data.dataset))
-        cache = Path(path).with_name("features.npz")
-        return real_features(train, cfg.sample.fid_ref_n, features or inception(cfg), cache, key)[0]
-
-    return cached_stats(path, compute, key)
+    return cached_stats(path, lambda: reference_features(cfg, path, features), fid_ref_key(cfg))
 
 
 def reference_features(cfg: Config, path: str | Path, features=None):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import shutil
 import warnings
 from datetime import datetime, timezone
@@ -140,8 +139,3 @@ def set_aside(out_dir: Path, diff: list[str]) -> Path:
         stacklevel=3,
     )
     return target
-
-
-def read_json(path: Path) -> Any:
-    """JSON at `path`, or None when it does not exist."""
-    return json.loads(path.read_text()) if path.is_file() else None

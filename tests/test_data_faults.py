@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualat import data, pipeline
+from dualat import data, pipeline, records
 from dualat.config import load
-from dualat.data import shards
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -198,7 +197,7 @@ def test_sha256_is_computed_once_per_file_version(tmp_path, monkeypatch):
     (tmp_path / "SHA256SUMS").write_text(f"{sha256(file)}  {file.name}\n")
     calls = []
     real = hashlib.sha256
-    monkeypatch.setattr(shards.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(records.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
     for _ in range(3):
         data.verify_sha256(file)
     assert len(calls) == 1

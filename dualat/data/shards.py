@@ -15,7 +15,6 @@ labels as images, labels outside [0, num_classes), a SHA-256 that differs from S
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -34,8 +33,6 @@ REMEDY = (
     "../shared/datasets/ from the project root: see its README.md) or remove it"
 )
 Shard = tuple[np.ndarray, np.ndarray, dict[str, Any]]
-
-_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the bytes
 
 
 def find_shards(root: Path, prefix: str) -> list[Path]:
@@ -69,14 +66,9 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of the file's bytes, computed once per (path, size, mtime) in this process."""
-    key = _stamp(path)
-    if key not in _digests:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _digests[key] = digest.hexdigest()
-    return _digests[key]
+    from dualat.records import sha256_file  # the one cached file hash; local: records imports torch
+
+    return sha256_file(path)
 
 
 @functools.lru_cache(maxsize=8)
