@@ -113,6 +113,30 @@ def stage2_cap(cfg: Config, F: float, stage1_seconds: float, seconds_left: float
     return max(1, int(left / (s_per_flop * flops["dualat"] / steps2)))
 
 
+PROBE_STEPS = (5, 25)  # RATIO steps run to warm up (cuDNN autotune, workers), then timed
+
+
+def fit_stage1(cfg: Config, probe_dir: Path, seconds: float) -> Config:
+    """`cfg` with `stage1.epochs` lowered (never raised) so that stage 1 + RATIO fit in `seconds`.
+
+    Times PROBE_STEPS[1] RATIO steps (after PROBE_STEPS[0] warm-up steps, setup included: an
+    overestimate) and scales a standard-AT step by its share of the counted FLOPs (2K + 4 of
+    2K + 4 + 2K' + 4 forward units). The probe's folder is deleted afterwards."""
+    import shutil  # only here: the probe's scratch folder
+
+    warm, timed = PROBE_STEPS
+    pipeline.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm)
+    t0 = time.time()
+    pipeline.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm + timed)
+    s_ratio = (time.time() - t0) / timed
+    shutil.rmtree(probe_dir)
+    flops = chain_flops(cfg, 1.0, 0.0)
+    s_epoch = -(-cfg.data.n_train // cfg.stage1.batch_size) * s_ratio * (1 + flops["standard_at"] / flops["ratio"])
+    epochs = int(min(cfg.stage1.epochs, max(1, seconds // max(s_epoch, 1e-9))))
+    print(f"stage-1 probe: {s_ratio * 1e3:.0f} ms per RATIO step -> {epochs} of {cfg.stage1.epochs} epochs fit {seconds:.0f} s")
+    return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=epochs))
+
+
 def export(
     cfg: Config, model: torch.nn.Module, method: str, seeds: torch.Tensor, labels: torch.Tensor, out: Path
 ) -> None:
@@ -129,11 +153,19 @@ def export(
 
 
 def run_chain(
-    cfg: Config, out: str | Path, work: str | Path, *, budget_s: float = 540.0, progress: bool = True
+    cfg: Config,
+    out: str | Path,
+    work: str | Path,
+    *,
+    budget_s: float = 540.0,
+    stage1_share: float | None = None,
+    progress: bool = True,
 ) -> dict:
     """Stage 1, RATIO, stage 2 and sampling of the proxy profile; the files listed in the module doc.
 
     `work` holds the full checkpoints (not returned); `budget_s` is the wall-clock the chain may use.
+    With `stage1_share`, stage 1 + RATIO get at most that share of it (`fit_stage1`; run.json
+    records the epochs planned and run); stage 2 is cut to the time left in any case.
     """
     from dualat.data import test_transform
     from dualat.generate import balanced_labels, images_at, report_indices, seed_split, selection_size
@@ -149,6 +181,9 @@ def run_chain(
     if reason is not None:
         raise RuntimeError(str(reason))
     F = forward_flops(pipeline.new_model(cfg))
+    epochs_planned = cfg.stage1.epochs
+    if stage1_share is not None:
+        cfg = fit_stage1(cfg, work / "probe", stage1_share * budget_s - (time.time() - t_start))
     dirs = {m: work / "models" / cfg.data.dataset / m for m in METHODS}
     seconds: dict[str, float] = {}
     status: dict[str, dict] = {}
@@ -187,6 +222,7 @@ def run_chain(
         "pflop": {k: v / 1e15 for k, v in counted.items()},
         "achieved_tflops": {k: counted[k] / seconds[k] / 1e12 for k in counted if seconds.get(k)},
         "steps": done,
+        "stage1_epochs": {"planned": epochs_planned, "run": cfg.stage1.epochs},
         "stage2_steps_planned": steps2,
         "stage2_cut_short": done["dualat"] < steps2,
         "final_T": status["dualat"]["T"],
@@ -330,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out", required=True, help="the folder that comes back (at most 8 files)")
     run.add_argument("--work", default="proxy-work", help="full checkpoints (not returned)")
     run.add_argument("--budget-s", type=float, default=540.0, help="wall-clock the chain may use")
+    run.add_argument("--stage1-share", type=float, default=None, help="fit stage 1 + RATIO epochs to this share")
     ing = sub.add_parser("ingest", help="evaluate a returned folder on this machine (CPU)")
     ing.add_argument("run_dir")
     ing.add_argument("--data", default=None, help="data root (default: params.yaml's, $DUALAT_DATA)")
@@ -358,12 +395,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "run":
         cfg = load_proxy_config(args.params, args.overrides, args.data)
-        info = run_chain(cfg, args.out, args.work, budget_s=args.budget_s)
+        info = run_chain(cfg, args.out, args.work, budget_s=args.budget_s, stage1_share=args.stage1_share)
         problems = check_outputs(args.out)
         heavy = [name for name in HEAVY if name in sys.modules]  # must not be needed on the GPU machine
         if heavy:
             problems.append(f"imported {', '.join(heavy)}")
-        print(json.dumps({k: info[k] for k in ("seconds", "steps", "final_T", "achieved_tflops")}, indent=1))
+        print(json.dumps({k: info[k] for k in ("seconds", "steps", "stage1_epochs", "final_T", "achieved_tflops")}, indent=1))
         if problems:
             raise SystemExit("outputs over the return limits: " + "; ".join(problems))
     else:

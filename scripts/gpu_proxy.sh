@@ -9,6 +9,7 @@
 # torchvision, numpy, tqdm (and PyYAML, or a params.json made by `python -m dualat.proxy
 # params-json`); nothing is downloaded. KEY=VALUE override the proxy profile (tests: tiny sizes).
 # PYTHON picks the interpreter (default python). PROXY_BUDGET_S (default 540) is the wall-clock the chain may use; stage 2 is cut to fit it.
+# PROXY_STAGE1_SHARE (e.g. 0.45) also lowers stage 1's epochs so that stage 1 + RATIO use at most that share (timed probe).
 # Afterwards, on the CPU: python -m dualat.proxy ingest OUT_DIR   (README "Proxy profile").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,4 @@ params=params.yaml
 "${PYTHON:-python}" -c "import yaml" 2>/dev/null || params=params.json
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python}" -m dualat.proxy run --data "$data" --out "$out" --work "${PROXY_WORK:-${TMPDIR:-/tmp}/dualat-proxy-work}" \
-  --params "$params" --budget-s "${PROXY_BUDGET_S:-540}" "$@"
+  --params "$params" --budget-s "${PROXY_BUDGET_S:-540}" ${PROXY_STAGE1_SHARE:+--stage1-share "$PROXY_STAGE1_SHARE"} "$@"

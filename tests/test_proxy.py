@@ -41,7 +41,9 @@ def test_gpu_proxy_script_runs_the_chain_and_ingest_evaluates_it(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     _shards(data)
-    env = os.environ | {"PYTHON": sys.executable, "PROXY_WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
+    env = os.environ | {
+        "PYTHON": sys.executable, "PROXY_WORK": str(tmp_path / "work"), "OMP_NUM_THREADS": "1", "PROXY_STAGE1_SHARE": "0.9"
+    }  # fmt: skip
     env.pop("DUALAT_DATA", None)
     done = subprocess.run(
         ["bash", "scripts/gpu_proxy.sh", str(data), str(out), *TINY], cwd=ROOT, env=env, capture_output=True, text=True
@@ -54,6 +56,7 @@ def test_gpu_proxy_script_runs_the_chain_and_ingest_evaluates_it(tmp_path):
     assert proxy.check_outputs(out) == []
     run = json.loads((out / "run.json").read_text())
     assert run["steps"] == {"standard_at": 3, "ratio": 3, "dualat": 3} and run["hardware"]["date"]
+    assert run["stage1_epochs"] == {"planned": 1, "run": 1} and not (tmp_path / "work" / "probe").exists()
     with np.load(out / "samples_dualat.npz") as f:
         assert f["x"].shape == (20, 32, 32, 3) and f["x"].dtype == np.uint8 and int(f["steps"]) == 3
     state = torch.load(out / "dualat.pt")
@@ -84,3 +87,11 @@ def test_stage2_is_cut_to_the_time_left():
     fast, slow = (proxy.stage2_cap(cfg, F, s, 400.0) for s in (60.0, 240.0))
     assert fast > 3000 > slow >= 1  # stage 1 + RATIO (17 PFLOP) at 285 TFLOP/s leave room for 3000 steps, at 71 not
     assert proxy.stage2_cap(cfg, F, 240.0, 0.0) == 1
+
+
+def test_stage1_epochs_are_fitted_to_the_time_given(tmp_path):
+    _shards(tmp_path)
+    cfg = proxy.load_proxy_config(ROOT / "params.yaml", [*TINY, "stage1.epochs=4"], str(tmp_path))
+    assert proxy.fit_stage1(cfg, tmp_path / "probe", 0.0).stage1.epochs == 1  # no time: the minimum
+    assert not (tmp_path / "probe").exists()
+    assert proxy.fit_stage1(cfg, tmp_path / "probe", 1e6).stage1.epochs == 4  # never raised
