@@ -133,7 +133,9 @@ def fit_stage1(cfg: Config, probe_dir: Path, seconds: float) -> Config:
     flops = chain_flops(cfg, 1.0, 0.0)
     s_epoch = -(-cfg.data.n_train // cfg.stage1.batch_size) * s_ratio * (1 + flops["standard_at"] / flops["ratio"])
     epochs = int(min(cfg.stage1.epochs, max(1, seconds // max(s_epoch, 1e-9))))
-    print(f"stage-1 probe: {s_ratio * 1e3:.0f} ms per RATIO step -> {epochs} of {cfg.stage1.epochs} epochs fit {seconds:.0f} s")
+    print(
+        f"stage-1 probe: {s_ratio * 1e3:.0f} ms per RATIO step -> {epochs} of {cfg.stage1.epochs} epochs fit {seconds:.0f} s"
+    )
     return dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=epochs))
 
 
@@ -400,7 +402,11 @@ def main(argv: list[str] | None = None) -> None:
         heavy = [name for name in HEAVY if name in sys.modules]  # must not be needed on the GPU machine
         if heavy:
             problems.append(f"imported {', '.join(heavy)}")
-        print(json.dumps({k: info[k] for k in ("seconds", "steps", "stage1_epochs", "final_T", "achieved_tflops")}, indent=1))
+        print(
+            json.dumps(
+                {k: info[k] for k in ("seconds", "steps", "stage1_epochs", "final_T", "achieved_tflops")}, indent=1
+            )
+        )
         if problems:
             raise SystemExit("outputs over the return limits: " + "; ".join(problems))
     else:
