@@ -105,8 +105,10 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def stage2_cap(cfg: Config, F: float, stage1_seconds: float, seconds_left: float) -> int:
     """Stage-2 steps that fit in `seconds_left`, at the speed stage 1 + RATIO ran (seconds per
-    counted FLOP), planning with T at 3/4 of its cap and 1.5x the sampling estimate."""
-    flops = chain_flops(cfg, F, 0.75 * cfg.stage2.sampler.T_max)
+    counted FLOP), planning with T at half its cap and 1.5x the sampling estimate. Conservative:
+    on an H100 stage 2 ran at 40 TFLOP/s against stage 1's 30, and T reached 11 of 45 in 627
+    iterations (docs/gpu_measurements.md)."""
+    flops = chain_flops(cfg, F, 0.5 * cfg.stage2.sampler.T_max)
     s_per_flop = stage1_seconds / (flops["standard_at"] + flops["ratio"])
     steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
     left = seconds_left - 1.5 * s_per_flop * flops["sampling"]
