@@ -18,7 +18,9 @@ dotted key and the value, e.g. ``stage2.sampler.step_size must be > 0, got -0.1`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -349,14 +351,12 @@ def build(cls: type, raw: Any, prefix: str = "") -> Any:
 
 def read_params(path: str | Path = "params.yaml") -> dict:
     """The raw params.yaml (or the same tree as .json) as a dict (no validation)."""
-    import json
-
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the repository root or pass path=")
     if path.suffix == ".json":  # a params.json written from params.yaml, for machines without PyYAML
         return json.loads(path.read_text())
-    import yaml
+    import yaml  # lazy: a machine without PyYAML reads a params.json and never gets here
 
     with path.open() as fh:
         return yaml.safe_load(fh) or {}
@@ -386,8 +386,6 @@ def load(
     `profile` None takes params.yaml's `profile` key. `overrides` maps dotted keys inside the
     dataset block (e.g. ``{"stage2.sampler.step_size": 0.05}``) to new values.
     """
-    import copy
-
     params = read_params(path)
     profile = profile or params.get("profile")
     if profile not in PROFILES:
@@ -429,11 +427,13 @@ def check(cfg: Config, dataset: str) -> None:
         )
     if cfg.data.ood == "noise" and cfg.data.n_ood == 0:
         raise ConfigError(f"{where}.data.n_ood must be > 0 when data.ood is noise (noise has no size of its own)")
-    m = cfg.model
-    if m.arch == "wrn" and (m.depth < 10 or (m.depth - 4) % 6):
-        raise ConfigError(f"{where}.model.depth must be 6n+4 for a WideResNet (10, 16, 22, 28, 34, ...), got {m.depth}")
-    if m.arch == "resnet50" and m.depth != 50:
-        raise ConfigError(f"{where}.model.depth must be 50 for arch resnet50, got {m.depth}")
+    model = cfg.model
+    if model.arch == "wrn" and (model.depth < 10 or (model.depth - 4) % 6):
+        raise ConfigError(
+            f"{where}.model.depth must be 6n+4 for a WideResNet (10, 16, 22, 28, 34, ...), got {model.depth}"
+        )
+    if model.arch == "resnet50" and model.depth != 50:
+        raise ConfigError(f"{where}.model.depth must be 50 for arch resnet50, got {model.depth}")
 
 
 def to_dict(cfg: Any) -> dict:

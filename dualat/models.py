@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import resnet50
 
 # CIFAR-10 training-set statistics at full precision, as the released models use them, also for
 # CIFAR-100 (REFERENCE.md, 'Measured against the released code'; the four-digit rounding
@@ -117,8 +118,6 @@ class NormalizedResNet50(nn.Module):
 
     def __init__(self, num_classes: int = 9):
         super().__init__()
-        from torchvision.models import resnet50
-
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.net = resnet50(num_classes=num_classes)
 

@@ -120,7 +120,7 @@ def git_revision(cwd: str | os.PathLike | None = None) -> str:
 def library_versions() -> dict[str, str]:
     """Versions of python, torch, torchvision, numpy."""
     try:
-        import torchvision
+        import torchvision  # optional: records are written where torchvision is missing too
 
         tv = torchvision.__version__
     except ImportError:

@@ -146,7 +146,7 @@ class _Preprocess:
     bilinear, 2 x / 255 - 1."""
 
     def __init__(self, mode: str = "clean") -> None:
-        from cleanfid.resize import build_resizer
+        from cleanfid.resize import build_resizer  # lazy: clean-fid is absent on the bare GPU machine
 
         if mode not in FID_MODES:
             raise ValueError(f"FID mode must be one of {', '.join(FID_MODES)}, got {mode!r}")
@@ -288,7 +288,7 @@ def kid(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 100, subset_siz
     permutation, which the MMD does not depend on); the pairs come from a seeded generator and
     numpy's global state is restored afterwards.
     """
-    from cleanfid.fid import kernel_distance
+    from cleanfid.fid import kernel_distance  # lazy: clean-fid is absent on the bare GPU machine
 
     a, b = (np.asarray(f, dtype=np.float64) for f in (feats_a, feats_b))
     m = min(subset_size, len(a), len(b))
@@ -356,7 +356,7 @@ def inception_score_from_probs(p: np.ndarray, splits: int = 10) -> tuple[float, 
     p (N, K): class probabilities. Folds are p[i N // splits : (i + 1) N // splits] as in Salimans
     et al.'s reference code, p(y) is the mean within each fold.
     """
-    from scipy.special import rel_entr
+    from scipy.special import rel_entr  # lazy: scipy is needed for the IS alone
 
     p = np.asarray(p, dtype=np.float64)
     bounds = np.arange(splits + 1) * len(p) // splits
@@ -372,8 +372,8 @@ def _inception_1008(weights: str | os.PathLike | None) -> nn.Module:
     """TF 2015-12-05 Inception with its 1008-way head, built from clean-fid's FID blocks, loading a
     torchvision-layout state dict (pytorch-fid's pt_inception-2015-12-05-6726825d.pth); None:
     random weights."""
-    import torchvision
-    from cleanfid import inception_pytorch as ip
+    import torchvision  # lazy, as clean-fid below
+    from cleanfid import inception_pytorch as ip  # lazy: clean-fid is absent on the bare GPU machine
 
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
     net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = (

@@ -102,7 +102,7 @@ def _attack_chunk(
 ) -> dict:
     """Per-sample flags for one chunk: {"clean": [0/1]*n, "after": {attack: [0/1]*n}, "warnings":
     [AutoAttack's own warnings]}."""
-    from pyautoattack import AutoAttack
+    from pyautoattack import AutoAttack  # lazy: absent on the bare GPU machine
 
     aa = AutoAttack(model, attacks=attacks, norm="L2", eps=eps, version=version, device=device, seed=seed)
     logits = predict_logits(model, x, batch_size, device)  # (n, K)
