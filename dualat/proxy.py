@@ -265,6 +265,7 @@ def ingest(
     *,
     features=None,
     n_boot: int = 5,
+    n_samples: int | None = None,
     kid_subset: int = 1000,
     progress: bool = True,
 ) -> dict:
@@ -272,7 +273,8 @@ def ingest(
 
     Per method: evaluate.accuracy (clean on `data.n_test`, PGD, AutoAttack on `autoattack_n`, ECE)
     of the fp16 weights, FID of the samples to `sample.fid_ref_n` training images with the spread
-    of `n_boot` bootstrap resamples of the samples, KID (mean, std over subsets). `features` maps
+    of `n_boot` bootstrap resamples of the samples, KID (mean, std over subsets); `n_samples`
+    evaluates only the first that many samples (labels i mod K: balanced). `features` maps
     images (N, 3, H, W) in [0, 1] to (N, D) (default: the FID Inception network).
     """
     from dualat import checkpoint, evaluate
@@ -298,7 +300,7 @@ def ingest(
         pipeline.write_status(folder, None, method=method, source=str(run_dir))
         acc = evaluate.accuracy(cfg, method, folder / "model.pt", out_dir / method, progress=progress)
         with np.load(run_dir / f"samples_{method}.npz") as f:
-            x = torch.from_numpy(f["x"]).permute(0, 3, 1, 2).float() / 255
+            x = torch.from_numpy(f["x"][:n_samples]).permute(0, 3, 1, 2).float() / 255
         feats = features(x)
         boots = [
             fid_from_stats(*feature_stats(feats[rng.integers(0, len(feats), len(feats))]), mu, sigma)
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     ing.add_argument("run_dir")
     ing.add_argument("--data", default=None, help="data root (default: params.yaml's, $DUALAT_DATA)")
     ing.add_argument("--out", default=str(RESULTS))
+    ing.add_argument("--n-samples", type=int, default=None, help="evaluate the first N samples (default all)")
     ing.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="on top of the run's settings")
     stage = sub.add_parser("stage", help="copy the shards the GPU machine needs into a folder")
     stage.add_argument("source", help="e.g. ../shared/datasets")
@@ -413,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("outputs over the return limits: " + "; ".join(problems))
     else:
         cfg = run_config(args.run_dir, args.overrides, args.data)
-        print(json.dumps(ingest(args.run_dir, cfg, args.out), indent=1, default=str))
+        print(json.dumps(ingest(args.run_dir, cfg, args.out, n_samples=args.n_samples), indent=1, default=str))
 
 
 if __name__ == "__main__":
