@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualat import paper_values as P
-from dualat import reports
+from dualat import paper_values, reports
 from dualat.records import NotComputed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +78,11 @@ def _rows(number: int, profile: str) -> tuple[list[dict], list[str]]:
 
 def test_every_paper_row_is_present(fake):
     t1 = {r["setting"] for r in reports.table1()}
-    for name in [*P.TABLE1_QUOTED, *P.TABLE1_GENERATIVE["conditional"], *P.TABLE1_GENERATIVE["unconditional"]]:
+    for name in [
+        *paper_values.TABLE1_QUOTED,
+        *paper_values.TABLE1_GENERATIVE["conditional"],
+        *paper_values.TABLE1_GENERATIVE["unconditional"],
+    ]:
         assert any(name in s for s in t1), name
     assert {"CIFAR-10 Dual-AT", "CIFAR-10 RATIO", "CIFAR-10 seed images x0 (control)"} <= t1
     t2 = {r["setting"] for r in reports.table2()}
@@ -271,7 +274,9 @@ def test_tables_speak_one_vocabulary(fake):
         header = next(csv.reader(csv_path.open()))
         assert header == [reports.COLUMNS[k] for k in reports.FIELDS], number
         assert "".join(f"<th>{h}</th>" for h in header) in html_path.read_text(), number
-    raw_keys = {k for k in [*P.TABLE1["dualat"], *P.TABLE3["cifar10"]] if reports.QUANTITIES[k] != k}
+    raw_keys = {
+        k for k in [*paper_values.TABLE1["dualat"], *paper_values.TABLE3["cifar10"]] if reports.QUANTITIES[k] != k
+    }
     assert "clean_acc" in raw_keys and "stage1_lr" in raw_keys
     assert not raw_keys & {r["quantity"] for n in (1, 3, 7) for r in reports.TABLES[n]()}
     accuracy = [q for q in reports.QUANTITIES.values() if "accuracy" in q]

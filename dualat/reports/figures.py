@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from dualat import paper_values as P
+from dualat import paper_values
 from dualat.config import DATASETS, METHODS, load
 from dualat.metrics import plot_reliability
 from dualat.records import NotComputed
@@ -25,7 +25,7 @@ FIGURE1_PAPER_DATASET = "cifar10"
 def _paper_points(ax) -> None:
     """The paper's headline points: Dual-AT FID 25.53 at eps 4, RATIO 43.18 at eps 8, both at
     confidence about 0.89 (stars, labelled)."""
-    for method, (eps, fid, conf) in P.FIGURE1.items():
+    for method, (eps, fid, conf) in paper_values.FIGURE1.items():
         ax.plot([conf], [fid], "*", markersize=12, label=f"paper: {METHOD_NAMES[method]} (eps {eps:g})")
         ax.annotate(f"paper eps {eps:g}", (conf, fid), fontsize=7, textcoords="offset points", xytext=(4, -10))
 

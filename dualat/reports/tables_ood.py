@@ -3,7 +3,7 @@ RATIO (max p(y|x)) and Dual-AT (max p(y|x) and -E(x), Eq. 4), beside the paper's
 
 from __future__ import annotations
 
-from dualat import paper_values as P
+from dualat import paper_values
 from dualat.config import METHODS, load
 from dualat.reports.reading import record, value
 from dualat.reports.verdicts import quoted, row
@@ -36,7 +36,7 @@ def table_ood(dataset: str) -> list[dict]:
     rows = []
     records = {m: record(dataset, m, "ood") for m in METHODS}
     cfg = load(dataset=dataset)
-    for ood_set, ref in P.OOD[dataset].items():
+    for ood_set, ref in paper_values.OOD[dataset].items():
         used = ood_set_used(cfg, ood_set)
         note = "" if used == ood_set else f"offline stand-in for {dataset_name(ood_set)}: {dataset_name(used)}"
         for column, (method, score) in OOD_COLUMNS.items():
@@ -44,8 +44,8 @@ def table_ood(dataset: str) -> list[dict]:
             for i, inputs in enumerate(INPUTS):
                 ours = value(records[method], "sets", used, score, inputs)
                 rows.append(row(setting, quantity(inputs), ref[column][i], ours, note, tol="auroc"))
-        if dataset in P.OOD_JEM:
-            jem = P.OOD_JEM[dataset][ood_set] or (None, None)
+        if dataset in paper_values.OOD_JEM:
+            jem = paper_values.OOD_JEM[dataset][ood_set] or (None, None)
             setting = f"{dataset_name(ood_set)} | JEM (from [14])"
             rows += [quoted(setting, quantity(inputs), jem[i]) for i, inputs in enumerate(INPUTS)]
     return rows

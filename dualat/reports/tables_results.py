@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualat import paper_values as P
+from dualat import paper_values
 from dualat.config import DATASETS, METHODS
 from dualat.reports.reading import percent, record, scaled, value
 from dualat.reports.verdicts import quoted, row
@@ -52,7 +52,7 @@ def table_accuracy_generation(dataset: str, paper: dict) -> list[dict]:
     for method in METHODS:
         acc, gen = record(dataset, method, "accuracy"), record(dataset, method, "generation")
         ref = paper.get(method, {})
-        std = P.PAPER_STD.get(dataset, {}) if method == "dualat" else {}
+        std = paper_values.PAPER_STD.get(dataset, {}) if method == "dualat" else {}
         name = model_name(dataset, method)
         notes = {k: f"paper ± {v:g}" for k, v in std.items()}
         rows += accuracy_rows(name, acc, ref, notes)
@@ -69,10 +69,10 @@ def _quoted_rows(setting: str, paper: dict) -> list[dict]:
 
 def table1() -> list[dict]:
     """Table 1: CIFAR-10, our three models, then the hybrid and generative models the paper quotes."""
-    rows = table_accuracy_generation("cifar10", P.TABLE1)
-    for name, ref in P.TABLE1_QUOTED.items():
+    rows = table_accuracy_generation("cifar10", paper_values.TABLE1)
+    for name, ref in paper_values.TABLE1_QUOTED.items():
         rows += _quoted_rows(f"Hybrid: {name}", ref)
-    for mode, models in P.TABLE1_GENERATIVE.items():
+    for mode, models in paper_values.TABLE1_GENERATIVE.items():
         for name, ref in models.items():
             rows += _quoted_rows(f"Generative ({mode}): {name}", ref)
     return rows
@@ -82,8 +82,8 @@ def table2() -> list[dict]:
     """Table 2: CIFAR-100 and RestrictedImageNet, with the rows the paper quotes."""
     rows = []
     for dataset in ("cifar100", "rin"):
-        rows += table_accuracy_generation(dataset, P.TABLE2[dataset])
-        for name, ref in P.TABLE2_QUOTED.get(dataset, {}).items():
+        rows += table_accuracy_generation(dataset, paper_values.TABLE2[dataset])
+        for name, ref in paper_values.TABLE2_QUOTED.get(dataset, {}).items():
             rows += _quoted_rows(f"{DATASET_NAMES[dataset]} {name}", ref)
     return rows
 
@@ -91,12 +91,12 @@ def table2() -> list[dict]:
 def table7() -> list[dict]:
     """Table 7: our RATIO models against the paper's, and the RATIO rows the paper quotes."""
     rows = []
-    for dataset, ref in P.TABLE7.items():
+    for dataset, ref in paper_values.TABLE7.items():
         acc = record(dataset, "ratio", "accuracy")
-        name = f"{DATASET_NAMES[dataset]} {METHOD_NAMES['ratio']}, this run ({P.TABLE7_ARCH[dataset]})"
+        name = f"{DATASET_NAMES[dataset]} {METHOD_NAMES['ratio']}, this run ({paper_values.TABLE7_ARCH[dataset]})"
         note = "paper: official checkpoint" if dataset == "cifar10" else "paper: reproduced"
         rows += accuracy_rows(name, acc, ref, {"clean_acc": note, "robust_acc": note})
-        for label, (arch, clean, robust) in P.TABLE7_QUOTED[dataset].items():
+        for label, (arch, clean, robust) in paper_values.TABLE7_QUOTED[dataset].items():
             setting = f"{DATASET_NAMES[dataset]} {METHOD_NAMES['ratio']}, {label} ({arch})"
             rows += _quoted_rows(setting, {"clean_acc": clean, "robust_acc": robust})
     return rows
@@ -107,7 +107,7 @@ def table9() -> list[dict]:
     rows = []
     for dataset in DATASETS:
         gen = record(dataset, "dualat", "generation")
-        for mode, per in P.TABLE9.items():
+        for mode, per in paper_values.TABLE9.items():
             rows += fid_kid_rows(DATASET_NAMES[dataset], gen, mode, per[dataset])
         rows += control_rows(dataset)
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualat import paper_values as P
+from dualat import paper_values
 from dualat.config import load
 from dualat.data import classification_transform, generative_transform
 from dualat.reports.reading import record, value
@@ -26,7 +26,7 @@ def settings_rows(name: str, paper: dict, ours: dict) -> list[dict]:
 def table3() -> list[dict]:
     """Table 3: training hyperparameters of both stages."""
     rows = []
-    for dataset, ref in P.TABLE3.items():
+    for dataset, ref in paper_values.TABLE3.items():
         cfg = paper_config(dataset)
         model, optim = cfg.model, cfg.stage1.optim
         arch = f"wrn-{model.depth}-{model.widen_factor}" if model.arch == "wrn" else model.arch
@@ -43,7 +43,7 @@ def table3() -> list[dict]:
 def table4() -> list[dict]:
     """Table 4: the PGD attack of L_AT-CE (both stages)."""
     rows = []
-    for dataset, ref in P.TABLE4.items():
+    for dataset, ref in paper_values.TABLE4.items():
         attack = paper_config(dataset).stage1.attack
         ours = {"pgd_steps": attack.steps, "pgd_step_size": attack.step_size, "eps": attack.eps}
         rows += settings_rows(DATASET_NAMES[dataset], ref, ours)
@@ -53,7 +53,7 @@ def table4() -> list[dict]:
 def table5() -> list[dict]:
     """Table 5: the sampler of L_BCE (stage 2) and its OOD source."""
     rows = []
-    for dataset, ref in P.TABLE5.items():
+    for dataset, ref in paper_values.TABLE5.items():
         cfg = paper_config(dataset)
         sampler = cfg.stage2.sampler
         ours = {"max_pgd_steps": sampler.T_max, "pgd_step_size": sampler.step_size, "ood_source": cfg.data.ood}
@@ -113,7 +113,7 @@ def table6() -> list[dict]:
             "L_BCE": f"{kind}: " + describe_transform(generative_transform(dataset, kind)),
         }
         name = DATASET_NAMES["rin"] if family == "rin" else "CIFAR-10/100"
-        for key, paper in P.TABLE6[family].items():
+        for key, paper in paper_values.TABLE6[family].items():
             same, how = compare_augmentations(ours[key], paper)
             note = TABLE6_NOTES.get((family, key), "")
             rows.append(row(name, quantity(key), paper, ours[key], note, kind="setting", same=same, how=how))
@@ -123,12 +123,12 @@ def table6() -> list[dict]:
 def table8() -> list[dict]:
     """Table 8: sampling steps and step size (paper profile), and the best T of this run's grid."""
     rows = []
-    for method, per in P.TABLE8.items():
+    for method, per in paper_values.TABLE8.items():
         for dataset, steps in per.items():
             sample = paper_config(dataset).sample
             name = model_name(dataset, method)
             rows.append(row(name, quantity("sample_steps"), steps, getattr(sample.steps, method), kind="setting"))
-            rows.append(row(name, quantity("sample_step_size"), P.TABLE8_STEP[dataset], sample.step_size,
+            rows.append(row(name, quantity("sample_step_size"), paper_values.TABLE8_STEP[dataset], sample.step_size,
                             kind="setting"))  # fmt: skip
             best = value(record(dataset, method, "generation"), "grid", "best_T")
             rows.append(row(name, quantity("best_steps"), steps, best, tol="steps"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualat import paper_values as P
+from dualat import paper_values
 from dualat.records import NotComputed
 from dualat.reports.reading import is_number
 
@@ -86,7 +86,7 @@ def verdict(row: dict, profile: str) -> str:
         return f"{profile} profile, not comparable"
     if isinstance(ours, NotComputed):
         return "not computed"
-    if paper == P.NOT_LEGIBLE:
+    if paper == paper_values.NOT_LEGIBLE:
         return "paper value not legible"
     if kind == "setting":
         return "same" if row.get("same", ours == paper) else "differs"
