@@ -7,6 +7,8 @@ The rule (README, "Resume"):
   fingerprint of the data files it reads, the sha256 of the checkpoint it starts from (stage 2),
   and a hash of the code that computes a step (`code_hash`: every module of the package except
   `NOT_TRAINING_CODE`, compared as syntax trees, so comments, docstrings and formatting do not count).
+  The exclusions name modules by their path in the package: "evaluate" is evaluate.py, "reports" the
+  package reports/ with every file under it.
 * `last.pt` with the same key is continued (a finished run is returned as it is, without writing).
   With another key the whole folder is moved aside to `<folder>.superseded/<UTC time>/`, with a
   warning naming each key that differs (old -> new), and training starts afresh.
@@ -24,7 +26,7 @@ import hashlib
 import shutil
 import warnings
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
@@ -55,10 +57,11 @@ RESUME_KEYS["ablation"] = RESUME_KEYS["dualat"]
 NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, index), not per worker
 # What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
-# Modules that compute no training step (presentation, evaluation, bookkeeping).
-NOT_TRAINING_CODE = ("evaluate.py", "explore.py", "reports.py", "paper_values.py", "records.py", "runs.py")
+# Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
+# the package without ".py" (see `excluded`): "reports" is the whole package reports/.
+NOT_TRAINING_CODE = ("evaluate", "explore", "reports", "paper_values", "records", "runs")
 # Modules that cannot change an evaluation's numbers.
-NOT_EVALUATION_CODE = ("explore.py", "reports.py", "paper_values.py", "runs.py")
+NOT_EVALUATION_CODE = ("explore", "reports", "paper_values", "runs")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -92,11 +95,30 @@ def _code_digest(src: str) -> str:
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
+def _module_path(entry: str) -> str:
+    """An exclusion entry as a module path: "reports/", "reports.py" and "reports" all read "reports"."""
+    entry = entry.strip("/")
+    return entry[: -len(".py")] if entry.endswith(".py") else entry
+
+
+def excluded(relative: PurePosixPath, exclude: tuple[str, ...]) -> bool:
+    """Whether the file at `relative` (a path inside the package) belongs to a module of `exclude`.
+
+    An entry is a module's path in the package without ".py" ("evaluate", "metrics/ood"): it
+    covers the file evaluate.py, or, for a package, its folder with every file under it
+    ("reports" covers reports/__init__.py and reports/tables.py). A trailing "/" or ".py" is
+    allowed. Entries are paths, not file names: "runs" does not exclude a metrics/runs.py.
+    """
+    module = relative.with_suffix("").as_posix()
+    return any(module == m or module.startswith(m + "/") for m in map(_module_path, exclude))
+
+
 def code_hash(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> str:
-    """sha256 over the package's modules (paths relative to the package), minus `exclude` (names)."""
+    """sha256 over the package's modules (paths relative to the package), minus the modules of
+    `exclude` (see `excluded`)."""
     h = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name in exclude:
+        if excluded(PurePosixPath(path.relative_to(PACKAGE).as_posix()), exclude):
             continue
         h.update(str(path.relative_to(PACKAGE)).encode())
         h.update(_code_digest(path.read_text()).encode())

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualat import paper_values as P
-from dualat import reports
+from dualat import paper_values, reports
 from dualat.records import NotComputed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +78,11 @@ def _rows(number: int, profile: str) -> tuple[list[dict], list[str]]:
 
 def test_every_paper_row_is_present(fake):
     t1 = {r["setting"] for r in reports.table1()}
-    for name in [*P.TABLE1_QUOTED, *P.TABLE1_GENERATIVE["conditional"], *P.TABLE1_GENERATIVE["unconditional"]]:
+    for name in [
+        *paper_values.TABLE1_QUOTED,
+        *paper_values.TABLE1_GENERATIVE["conditional"],
+        *paper_values.TABLE1_GENERATIVE["unconditional"],
+    ]:
         assert any(name in s for s in t1), name
     assert {"CIFAR-10 Dual-AT", "CIFAR-10 RATIO", "CIFAR-10 seed images x0 (control)"} <= t1
     t2 = {r["setting"] for r in reports.table2()}
@@ -90,7 +93,7 @@ def test_every_paper_row_is_present(fake):
     assert any("Reported in [14] (mixed training)" in s for s in t7)
     t10 = [r for r in reports.table_ood("cifar10") if "JEM" in r["setting"]]
     assert len(t10) == 8 and all(r["ours"] == "quoted by the paper" for r in t10)
-    assert {r["paper"] for r in t10 if r["setting"].startswith("svhn")} == {0.893, 0.073}
+    assert {r["paper"] for r in t10 if r["setting"].startswith(reports.DATASET_NAMES["svhn"])} == {0.893, 0.073}
     quoted = [r for r in reports.table1() if r["kind"] == "quoted"]
     assert all(reports.verdict(r, "paper") == "quoted by the paper" for r in quoted)
 
@@ -99,14 +102,17 @@ def test_verdicts_paper_profile(fake):
     rows, fields = _rows(1, "paper")
     assert "difference" in fields and "verdict" in fields
     by = {(r["setting"], r["quantity"]): r for r in rows}
-    clean = by["CIFAR-10 Dual-AT", "clean acc %"]  # 91.90 vs 91.86: within +-1 point
+    clean = by["CIFAR-10 Dual-AT", reports.quantity("clean_acc")]  # 91.90 vs 91.86: within +-1 point
     assert clean["verdict"] == "within tolerance (±1)" and clean["difference"] == pytest.approx(0.04)
-    fid = by["CIFAR-10 RATIO", "FID (conditional)"]  # 30 vs 21.96: outside +-10%
+    fid_conditional = reports.quantity("fid", "conditional")
+    fid = by["CIFAR-10 RATIO", fid_conditional]  # 30 vs 21.96: outside +-10%
     assert fid["verdict"] == "outside tolerance (±10%)"
-    assert by["CIFAR-10 Dual-AT", "FID (conditional)"]["verdict"] == "within tolerance (±10%)"
-    assert by["CIFAR-10 Dual-AT", "FID (conditional)"]["± (ours)"] == 0.1
+    assert by["CIFAR-10 Dual-AT", fid_conditional]["verdict"] == "within tolerance (±10%)"
+    assert by["CIFAR-10 Dual-AT", fid_conditional]["std"] == 0.1
     rows2, _ = _rows(2, "paper")
-    nc = next(r for r in rows2 if r["setting"] == "CIFAR-100 Dual-AT" and r["quantity"] == "clean acc %")
+    nc = next(
+        r for r in rows2 if r["setting"] == "CIFAR-100 Dual-AT" and r["quantity"] == reports.quantity("clean_acc")
+    )
     assert nc["verdict"] == "not computed"
 
 
@@ -184,7 +190,7 @@ def test_sources_and_autoattack_warnings(fake):
 def test_table6_difference_compares_values(fake):
     rows, _ = reports.finish_rows(reports.table6(), "paper")
     assert all(r["difference"] != "differs" for r in rows)
-    bce = next(r for r in rows if r["setting"] == "CIFAR-10/100" and r["quantity"] == "L_BCE")
+    bce = next(r for r in rows if r["setting"] == "CIFAR-10/100" and r["quantity"] == reports.quantity("L_BCE"))
     assert bce["difference"] == "same" and bce["verdict"] == "same"
     assert reports.compare_augmentations("RandomCrop + Cutout + ToTensor", "random crop + flip") == (
         False,
@@ -254,3 +260,98 @@ def test_autoattack_keeps_its_own_warnings():
     logits = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     out = autoattack_accuracy(logits, x, y, 0.5, version="custom", attacks=["apgd-ce"], batch_size=8, progress=False)
     assert out["warnings"] == []
+
+
+def test_tables_speak_one_vocabulary(fake):
+    """Every quantity cell of every table is a name of vocabulary.QUANTITIES (with a generation
+    mode at most), never a raw record key, and CSV and HTML carry the same COLUMNS headers."""
+    names = {reports.quantity(k, mode) for k in reports.QUANTITIES for mode in (None, "conditional", "unconditional")}
+    for number, table in reports.TABLES.items():
+        rows = table()
+        assert rows, number
+        assert {r["quantity"] for r in rows} <= names, number
+        csv_path, html_path = reports.write_table(number, rows, "paper")
+        header = next(csv.reader(csv_path.open()))
+        assert header == [reports.COLUMNS[k] for k in reports.FIELDS], number
+        assert "".join(f"<th>{h}</th>" for h in header) in html_path.read_text(), number
+    raw_keys = {
+        k for k in [*paper_values.TABLE1["dualat"], *paper_values.TABLE3["cifar10"]] if reports.QUANTITIES[k] != k
+    }
+    assert "clean_acc" in raw_keys and "stage1_lr" in raw_keys
+    assert not raw_keys & {r["quantity"] for n in (1, 3, 7) for r in reports.TABLES[n]()}
+    accuracy = [q for q in reports.QUANTITIES.values() if "accuracy" in q]
+    assert accuracy and all(q.endswith("(%)") for q in accuracy)  # units on every accuracy
+
+
+@pytest.mark.parametrize("profile", ["quick", "proxy"])
+def test_no_difference_to_the_paper_outside_the_paper_profile(fake, profile):
+    """A quick or proxy number is never subtracted from the paper's: result rows carry no
+    difference in any table, and tables of results have no difference column at all."""
+    for number, table in reports.TABLES.items():
+        rows, fields = reports.finish_rows(table(), profile)
+        results = [r for r in rows if r["kind"] == "result"]
+        assert all(r["difference"] == "" for r in results), number
+        if not any(r["kind"] == "setting" for r in rows):
+            assert "difference" not in fields, number
+            _, html_path = reports.write_table(number, table(), profile)
+            assert "<th>difference</th>" not in html_path.read_text(), number
+    paper_rows, _ = reports.finish_rows(reports.table1(), "paper")  # the same rows do in the paper profile
+    assert any(isinstance(r["difference"], float) for r in paper_rows if r["kind"] == "result")
+
+
+def _package(root: Path, files: dict[str, str]) -> None:
+    for name, src in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(src)
+
+
+def test_report_package_is_outside_the_code_hashes(tmp_path, monkeypatch):
+    """runs.code_hash excludes modules by their path in the package: a change inside reports/
+    moves neither the training nor the evaluation hash; train.py moves both; evaluate.py only the
+    evaluation hash; a file named like an excluded module elsewhere still counts."""
+    from dualat import runs
+
+    pkg = tmp_path / "dualat"
+    _package(pkg, {
+        "train.py": "def step(x):\n    return x + 1\n", "evaluate.py": "def acc():\n    return 1\n",
+        "reports/__init__.py": "from .tables import table\n", "reports/tables.py": "def table():\n    return 1\n",
+        "metrics/runs.py": "N = 1\n",
+    })  # fmt: skip
+    monkeypatch.setattr(runs, "PACKAGE", pkg)
+
+    def hashes() -> tuple[str, str]:
+        return runs.code_hash(), runs.code_hash(runs.NOT_EVALUATION_CODE)
+
+    before = hashes()
+    _package(pkg, {"reports/tables.py": "def table():\n    return 2\n", "reports/figures.py": "F = 1\n"})
+    assert hashes() == before
+    _package(pkg, {"evaluate.py": "def acc():\n    return 2\n"})
+    training, evaluation = hashes()
+    assert training == before[0] and evaluation != before[1]
+    _package(pkg, {"train.py": "def step(x):\n    return x + 2\n"})
+    assert hashes()[0] != training and hashes()[1] != evaluation
+    training, evaluation = hashes()
+    _package(pkg, {"metrics/runs.py": "N = 2\n"})  # a path rule, not a file-name rule
+    assert hashes()[0] != training and hashes()[1] != evaluation
+    # a folder entry may be written "name", "name/" or as the module file "name.py"
+    _package(pkg, {"evaluation/groups.py": "G = 1\n"})
+    with_folder = runs.code_hash(("evaluation/",))
+    _package(pkg, {"evaluation/groups.py": "G = 2\n"})
+    assert runs.code_hash(("evaluation/",)) == with_folder == runs.code_hash(("evaluation",))
+    assert runs.code_hash(("evaluation",)) != runs.code_hash(())
+
+
+def test_every_report_module_is_excluded_and_training_code_is_not():
+    from pathlib import PurePosixPath
+
+    from dualat import runs
+
+    modules = sorted((runs.PACKAGE / "reports").glob("*.py"))
+    assert len(modules) > 1
+    for path in modules:
+        relative = PurePosixPath(path.relative_to(runs.PACKAGE).as_posix())
+        assert runs.excluded(relative, runs.NOT_TRAINING_CODE) and runs.excluded(relative, runs.NOT_EVALUATION_CODE)
+    for name in ("train.py", "losses.py", "sampling.py", "data/streams.py", "metrics/ood.py"):
+        assert not runs.excluded(PurePosixPath(name), runs.NOT_TRAINING_CODE), name
+    assert runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_TRAINING_CODE)
+    assert not runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_EVALUATION_CODE)

@@ -1,0 +1,174 @@
+"""The twelve tables: which function builds each and which records it reads, and their pages:
+tables/table<n>.csv (full not-computed reasons in the cells) and tables/table<n>.html (short
+reasons with numbered footnotes, then the verdict rule, model and data sources, FID/KID protocols
+and AutoAttack's warnings of the records the table reads)."""
+
+from __future__ import annotations
+
+import csv
+import html
+from pathlib import Path
+from typing import Any
+
+from dualat.config import DATASETS, METHODS
+from dualat.records import NotComputed
+from dualat.reports.reading import REPORTS, cell_text, record, record_extra, short_reason, value
+from dualat.reports.tables_ood import table_ood
+from dualat.reports.tables_results import table1, table2, table7, table9
+from dualat.reports.tables_settings import table3, table4, table5, table6, table8
+from dualat.reports.verdicts import finish_rows, verdict_rule
+from dualat.reports.vocabulary import COLUMNS, TABLE_TITLES, model_name
+
+TABLES = {
+    1: table1, 2: table2, 3: table3, 4: table4, 5: table5, 6: table6, 7: table7, 8: table8, 9: table9,
+    10: lambda: table_ood("cifar10"), 11: lambda: table_ood("cifar100"), 12: lambda: table_ood("rin"),
+}  # fmt: skip
+# Records each table reads: {table: ((dataset, method, group), ...)}; their model and data
+# sources and AutoAttack's warnings are listed under the table.
+TABLE_RECORDS = {
+    1: tuple(("cifar10", m, g) for m in METHODS for g in ("accuracy", "generation")),
+    2: tuple((d, m, g) for d in ("cifar100", "rin") for m in METHODS for g in ("accuracy", "generation")),
+    7: tuple((d, "ratio", "accuracy") for d in DATASETS),
+    8: tuple((d, m, "generation") for m in ("dualat", "ratio") for d in DATASETS),
+    9: tuple((d, "dualat", "generation") for d in DATASETS),
+    10: tuple(("cifar10", m, "ood") for m in ("ratio", "dualat")),
+    11: tuple(("cifar100", m, "ood") for m in ("ratio", "dualat")),
+    12: tuple(("rin", m, "ood") for m in ("ratio", "dualat")),
+}
+PAGE_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}.nc{color:#a33}img{max-width:100%}"
+    ".note{font-size:12px;margin:2px 0}"
+)
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML page of the report: title, heading and `body` (HTML)."""
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{PAGE_STYLE}</style>"
+    return f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+
+
+def _cells(rows: list[dict], fields: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Display text of each cell; a not-computed cell reads `not computed: <short> [n]` and
+    footnote n (one per distinct reason) holds the full reason."""
+    notes: dict[str, int] = {}
+    table = []
+    for r in rows:
+        line = []
+        for key in fields:
+            v = r[key]
+            if isinstance(v, NotComputed):
+                n = notes.setdefault(v.reason, len(notes) + 1)
+                line.append(f"not computed: {short_reason(v.reason)} [{n}]")
+            else:
+                line.append(cell_text(v) if v != "" else "")
+        table.append(line)
+    return table, [f"[{n}] not computed: {reason}" for reason, n in notes.items()]
+
+
+def _describe_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_describe_value(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_describe_value(x) for x in v)
+    return str(v)
+
+
+def model_sources(records: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """One line per (dataset, method) with a record: where its model came from
+    (`extra.model_source`, else `extra.model_file`) and its data (`extra.data_provenance`)."""
+    lines, seen = [], set()
+    for dataset, method, group in records:
+        extra = record_extra(dataset, method, group)
+        if not extra or (dataset, method) in seen:
+            continue
+        seen.add((dataset, method))
+        model = extra.get("model_source") or extra.get("model_file") or "not computed: not in this record"
+        data = extra.get("data_provenance", "not computed: not in this record")
+        lines.append(f"{model_name(dataset, method)}: model {_describe_value(model)}; data {_describe_value(data)}")
+    return lines
+
+
+def autoattack_warnings(datasets: tuple[str, ...] = DATASETS, methods: tuple[str, ...] = METHODS) -> list[str]:
+    """AutoAttack's own sanity-check warnings (`metrics.autoattack.warnings`) of every accuracy
+    record that exists, one line per model."""
+    lines = []
+    for dataset in datasets:
+        for method in methods:
+            acc = record(dataset, method, "accuracy")
+            if isinstance(acc, NotComputed):
+                continue
+            got = value(acc, "autoattack", "warnings")
+            if isinstance(got, NotComputed):
+                text = f"not computed: {short_reason(got.reason)}"
+            else:
+                text = "; ".join(got) if got else "none"
+            lines.append(f"AutoAttack warnings, {model_name(dataset, method)}: {text}")
+    return lines
+
+
+def fid_protocols(records: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """How each generation record's FID/KID was computed (`metrics.fid_protocol`)."""
+    lines = []
+    for dataset, method, group in records:
+        gen = record(dataset, method, group) if group == "generation" else None
+        if gen is None or isinstance(gen, NotComputed):
+            continue
+        protocol = value(gen, "fid_protocol")
+        text = (
+            f"not computed: {short_reason(protocol.reason)}"
+            if isinstance(protocol, NotComputed)
+            else _describe_value(protocol)
+        )
+        lines.append(f"FID/KID protocol, {model_name(dataset, method)}: {text}")
+    return lines
+
+
+def table_notes(number: int) -> list[str]:
+    """Model/data sources, FID protocols and AutoAttack warnings of the records a table reads."""
+    records = TABLE_RECORDS.get(number, ())
+    notes = model_sources(records) + fid_protocols(records)
+    accuracy = sorted({(d, m) for d, m, g in records if g == "accuracy"})
+    for dataset, method in accuracy:
+        notes += autoattack_warnings((dataset,), (method,))
+    return notes
+
+
+def _html_table(rows: list[dict], fields: list[str]) -> tuple[str, list[str]]:
+    """The <table> of the rows (headers from vocabulary.COLUMNS) and its footnotes."""
+    cells, footnotes = _cells(rows, fields)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"nc" if c.startswith("not computed") else ""}">{html.escape(c)}</td>' for c in line)
+        + "</tr>"
+        for line in cells
+    )  # fmt: skip
+    head = "".join(f"<th>{html.escape(COLUMNS[key])}</th>" for key in fields)
+    return f"<table><tr>{head}</tr>{body}</table>", footnotes
+
+
+def write_table(number: int, rows: list[dict], profile: str, out: Path = REPORTS / "tables") -> tuple[Path, Path]:
+    """tables/table<n>.csv (full not-computed reasons in the cells) and tables/table<n>.html
+    (short reasons, numbered footnotes, sources and AutoAttack warnings below the table)."""
+    rows, fields = finish_rows(rows, profile)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, html_path = out / f"table{number}.csv", out / f"table{number}.html"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([COLUMNS[key] for key in fields])
+        writer.writerows([cell_text(r[key]) for key in fields] for r in rows)
+    table, footnotes = _html_table(rows, fields)
+    notes = [f"Profile {profile}. " + verdict_rule(profile)] + footnotes + table_notes(number)
+    foot = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
+    html_path.write_text(page(f"Table {number}: {TABLE_TITLES[number]}", table + foot))
+    return csv_path, html_path
+
+
+def show_tables(numbers: tuple[int, ...] = tuple(TABLES)) -> None:
+    """Display the written tables in a notebook."""
+    from IPython.display import HTML, display  # lazy: only a notebook displays; scripts run without IPython
+
+    for n in numbers:
+        path = REPORTS / "tables" / f"table{n}.html"
+        if path.exists():
+            title = f"<h3>Table {n}: {html.escape(TABLE_TITLES[n])}</h3>"
+            display(HTML(title + path.read_text().split("</h1>", 1)[-1]))
