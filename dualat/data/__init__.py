@@ -7,7 +7,13 @@ Images are float tensors in [0, 1]: (C, H, W) per sample, (B, C, H, W) in batche
     loader = data.make_loader(train, 128, shuffle=True, seed=0)
 
 Importing this package reads no files and does not import torch: the names below load their
-submodule (sources, augment, streams) on first use, so `import dualat.data` stays fast.
+submodule (sources, augment, streams, ...) on first use, so `import dualat.data` stays fast.
+
+Modules: paths (data folders, errors), catalog (file names, `describe`; no torch), download
+(fetching the public datasets), shards and validate (offline .npz shards, checks), images (the
+dataset classes), cifar_svhn / tiny / imagenet (loaders by source family), sources
+(`get_dataset`), augment (Table 6 pipelines), streams (deterministic, resumable loaders),
+fingerprint (what DVC sees of the data).
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from dualat.data.paths import DATA_ENV, DataError, DataMissingError, data_root
+from dualat.data.paths import DATA_ENV, DataError, DataMissingError, data_root, data_roots
 
-_SUBMODULES = ("validate", "shards", "sources", "augment", "streams")
+# Searched in this order for a name: light modules first (catalog, download: no torch; streams:
+# torch; sources, augment: torch and torchvision).
+_SUBMODULES = ("validate", "shards", "catalog", "download", "streams", "sources", "augment")
 
 __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
     "DATA_ENV",
+    "DOWNLOADABLE",
     "GENERATIVE_KINDS",
     "NUM_CLASSES",
     "RATIO_CIFAR_FILL",
@@ -33,6 +42,7 @@ __all__ = [
     "Cutout",
     "DataError",
     "DataMissingError",
+    "DownloadFailed",
     "FileImages",
     "Lighting",
     "SeededSamples",
@@ -45,9 +55,12 @@ __all__ = [
     "cifar",
     "classification_transform",
     "data_root",
+    "data_roots",
     "derive_seed",
     "describe",
     "epoch_order",
+    "fetch",
+    "fetch_missing",
     "file_sha256",
     "find_shards",
     "generative_transform",
@@ -95,10 +108,11 @@ if TYPE_CHECKING:
         generative_transform,
         test_transform,
     )
+    from dualat.data.catalog import DATASETS, DOWNLOADABLE, describe
+    from dualat.data.download import DownloadFailed, fetch, fetch_missing
     from dualat.data.shards import file_sha256, find_shards, read_shard, verify_sha256
     from dualat.data.sources import (
         CIFAR10_CLASSES,
-        DATASETS,
         RIN_CLASSES,
         RIN_RANGES,
         ArrayImages,
@@ -106,7 +120,6 @@ if TYPE_CHECKING:
         TinyImages,
         UniformNoise,
         cifar,
-        describe,
         get_dataset,
         image_folder,
         imagenet_od,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torchvision import transforms
 
 TRANSFORM_DATASETS = ("cifar10", "cifar100", "rin")  # pipelines exist for these
 GENERATIVE_KINDS = ("none", "flip", "crop_flip", "autoaugment")
@@ -87,9 +88,7 @@ def _family(dataset: str) -> str:
 
 def _compose(steps: list[Any]) -> Callable[[Any], torch.Tensor]:
     """Compose PIL steps and end with ToTensor (float, [0, 1])."""
-    from torchvision import transforms as T
-
-    return T.Compose([*steps, T.ToTensor()])
+    return transforms.Compose([*steps, transforms.ToTensor()])
 
 
 def classification_transform(dataset: str, *, fill: Fill = 0) -> Callable[[Any], torch.Tensor]:
@@ -98,24 +97,22 @@ def classification_transform(dataset: str, *, fill: Fill = 0) -> Callable[[Any],
     CIFAR: RandomCrop(32, pad 4) + flip + AutoAugment(CIFAR-10 policy) + ToTensor + Cutout(16).
     RIN: RandomResizedCrop(224) + flip + ColorJitter(0.1, 0.1, 0.1) + ToTensor + Lighting(0.05).
     """
-    from torchvision import transforms as T
-
     if _family(dataset) == "cifar":
-        return T.Compose(
+        return transforms.Compose(
             [
-                T.RandomCrop(32, padding=CIFAR_PAD, fill=fill),
-                T.RandomHorizontalFlip(),
-                T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, fill=_fill_list(fill)),
-                T.ToTensor(),
+                transforms.RandomCrop(32, padding=CIFAR_PAD, fill=fill),
+                transforms.RandomHorizontalFlip(),
+                transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=_fill_list(fill)),
+                transforms.ToTensor(),
                 Cutout(CUTOUT_SIZE),
             ]
         )
-    return T.Compose(
+    return transforms.Compose(
         [
-            T.RandomResizedCrop(RIN_SIZE),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
-            T.ToTensor(),
+            transforms.RandomResizedCrop(RIN_SIZE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER),
+            transforms.ToTensor(),
             Lighting(LIGHTING_STD),
         ]
     )
@@ -134,18 +131,20 @@ def generative_transform(dataset: str, kind: str = "crop_flip", *, fill: Fill = 
     "flip": flip only; "none": no augmentation (RIN: Resize(256) + CenterCrop(224) first);
     "autoaugment": the aggressive classification_transform.
     """
-    from torchvision import transforms as T
-
     if kind not in GENERATIVE_KINDS:
         raise ValueError(f"kind must be one of {GENERATIVE_KINDS}, got {kind!r}")
     family = _family(dataset)
     if kind == "autoaugment":
         return classification_transform(dataset, fill=fill)
-    flip = [T.RandomHorizontalFlip()] if kind != "none" else []
+    flip = [transforms.RandomHorizontalFlip()] if kind != "none" else []
     if kind == "crop_flip":
-        crop = T.RandomResizedCrop(RIN_SIZE) if family == "rin" else T.RandomCrop(32, padding=CIFAR_PAD, fill=fill)
+        crop = (
+            transforms.RandomResizedCrop(RIN_SIZE)
+            if family == "rin"
+            else transforms.RandomCrop(32, padding=CIFAR_PAD, fill=fill)
+        )
         return _compose([crop, *flip])
-    fixed = [T.Resize(RIN_RESIZE), T.CenterCrop(RIN_SIZE)] if family == "rin" else []
+    fixed = [transforms.Resize(RIN_RESIZE), transforms.CenterCrop(RIN_SIZE)] if family == "rin" else []
     return _compose([*fixed, *flip])
 
 
@@ -155,11 +154,9 @@ def test_transform(dataset: str, *, resize: bool = False) -> Callable[[Any], tor
     `resize=True` (CIFAR only) first resizes and centre-crops to 32x32, for larger OOD images
     (e.g. ImageNetOD) scored by a CIFAR model.
     """
-    from torchvision import transforms as T
-
     if _family(dataset) == "rin":
-        return _compose([T.Resize(RIN_RESIZE), T.CenterCrop(RIN_SIZE)])
-    return _compose([T.Resize(32), T.CenterCrop(32)] if resize else [])
+        return _compose([transforms.Resize(RIN_RESIZE), transforms.CenterCrop(RIN_SIZE)])
+    return _compose([transforms.Resize(32), transforms.CenterCrop(32)] if resize else [])
 
 
 test_transform.__test__ = False  # not a pytest test despite its name

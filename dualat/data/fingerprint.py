@@ -5,7 +5,10 @@ runs on every `dvc repro`, see dvc.yaml): when a data folder is fixed, filled or
 fingerprint changes and `prepare` and everything after it rerun; when it is unchanged they stay
 cached. Training runs keep the fingerprint in their resume key (`dualat.runs`).
 
-No torch import, so the stage starts fast. Run as `python -m dualat.data.fingerprint DATASET OUT`.
+The stage first downloads the public datasets missing from every data folder (download.py:
+into data/raw/, failing within seconds offline; DUALAT_DOWNLOAD=0 turns it off), so that what it
+fingerprints is what the later stages read. No torch import unless a download runs, so the stage
+starts fast. Run as `python -m dualat.data.fingerprint DATASET OUT`.
 """
 
 from __future__ import annotations
@@ -16,46 +19,64 @@ import os
 import sys
 from pathlib import Path
 
-from dualat.data.paths import data_root
+from dualat import config
+from dualat.data.download import fetch_missing
+from dualat.data.paths import Roots, data_roots
 
-# What each dataset reads below the data root (globs; folders are listed recursively).
+# What each dataset reads below a data root (globs; folders are listed recursively, except that a
+# glob ending in "/" lists each matching folder as one entry: its name and number of files).
 PATTERNS: dict[str, tuple[str, ...]] = {
     "cifar10": ("cifar10_*.npz", "cifar-10-batches-py", "SHA256SUMS"),
     "cifar100": ("cifar100_*.npz", "cifar-100-python", "SHA256SUMS"),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
     "tiny_images": ("tiny_images.bin", "*tiny*exclu*", "*cifar*idxs*"),
-    "tinyimagenet32": ("tinyimagenet32_*.npz", "SHA256SUMS"),
-    "rin": ("imagenet/train", "imagenet/val"),
-    "imagenet_od": ("imagenet/train", "imagenet/val"),
+    "tinyimagenet32": (
+        "tinyimagenet32_*.npz",
+        "SHA256SUMS",
+        "tiny-imagenet-200/wnids.txt",
+        "tiny-imagenet-200/train/*/images/",
+        "tiny-imagenet-200/val/val_annotations.txt",
+        "tiny-imagenet-200/val/images/",
+    ),
+    "rin": ("imagenet/train/*/", "imagenet/val/*/"),
+    "imagenet_od": ("imagenet/train/*/", "imagenet/val/*/"),
     "noise": (),
 }
 
 
 def _entries(root: Path, pattern: str) -> list[tuple[str, int]]:
-    """(relative path, size) of every file matching `pattern` under `root` (folders recursively).
-
-    ImageNet folders are summarised per class folder (name, number of files) instead of per file."""
+    """(relative path, size) of every file matching `pattern` under `root` (folders recursively);
+    (relative path + "/", number of entries) of each folder matching a pattern ending in "/"."""
     out = []
-    for path in sorted(root.glob(pattern)):
-        if path.is_file():
+    for path in sorted(root.glob(pattern.rstrip("/"))):
+        if path.is_file() and not pattern.endswith("/"):
             out.append((str(path.relative_to(root)), path.stat().st_size))
-        elif path.is_dir() and path.parts[-2:-1] == ("imagenet",):
-            for sub in sorted(os.scandir(path), key=lambda e: e.name):
-                if sub.is_dir():
-                    out.append((f"{path.relative_to(root)}/{sub.name}/", sum(1 for _ in os.scandir(sub.path))))
+        elif path.is_dir() and pattern.endswith("/"):
+            out.append((f"{path.relative_to(root)}/", sum(1 for _ in os.scandir(path))))
         elif path.is_dir():
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 out.append((str(f.relative_to(root)), f.stat().st_size))
     return out
 
 
-def fingerprint(datasets: list[str], root: str | os.PathLike | None = None) -> dict:
+def fingerprint(datasets: list[str], root: Roots = None) -> dict:
     """{"root", "files": {dataset: [[path, size], ...]}, "sha256": {dataset: hex}} of the named
-    datasets (a dataset with no files has an empty list: it is missing)."""
-    base = data_root(root)
-    files = {name: [e for p in PATTERNS.get(name, ()) for e in _entries(base, p)] for name in datasets}
+    datasets in the folders of data_roots(root) (a dataset with no files has an empty list: it is
+    missing). Files of a folder after the first are listed under that folder's path (e.g.
+    data/raw/cifar-100-python/...), and the folders under "roots"."""
+    roots = data_roots(root)
+    files = {
+        name: [
+            [e[0] if k == 0 else str(base / e[0]), e[1]]
+            for k, base in enumerate(roots)
+            for p in PATTERNS.get(name, ())
+            for e in _entries(base, p)
+        ]
+        for name in datasets
+    }
     digests = {name: hashlib.sha256(json.dumps(v).encode()).hexdigest() for name, v in files.items()}
-    return {"root": str(base.resolve()), "files": files, "sha256": digests}
+    out = {"root": str(roots[0].resolve()), "files": files, "sha256": digests}
+    return out | ({"roots": [str(r) for r in roots]} if len(roots) > 1 else {})
 
 
 def write(out: str | os.PathLike, datasets: list[str], root: str | os.PathLike | None = None) -> dict:
@@ -72,9 +93,9 @@ def write(out: str | os.PathLike, datasets: list[str], root: str | os.PathLike |
 
 
 def main(argv: list[str]) -> None:
-    """`python -m dualat.data.fingerprint DATASET OUT`: the fingerprint of every source the
-    dataset's stages read under params.yaml's profile (training set, p_ood, the OOD test sets)."""
-    from dualat import config
+    """`python -m dualat.data.fingerprint DATASET OUT`: download what is missing and can be
+    downloaded (dualat.data.download), then write the fingerprint of every source the dataset's
+    stages read under params.yaml's profile (training set, p_ood, the OOD test sets)."""
 
     if len(argv) != 2:
         sys.exit("usage: python -m dualat.data.fingerprint DATASET OUT")
@@ -83,8 +104,9 @@ def main(argv: list[str]) -> None:
         cfg = config.load(dataset=dataset)
     except config.ConfigError as e:
         sys.exit(f"params.yaml: {e}")
-    names = dict.fromkeys([dataset, cfg.data.ood, *cfg.evaluate.ood_sets])
-    write(out, list(names), cfg.data_root)
+    names = list(dict.fromkeys([dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
+    fetch_missing(names, cfg.data_root)  # the public datasets missing from every data folder
+    write(out, names, cfg.data_root)
 
 
 if __name__ == "__main__":

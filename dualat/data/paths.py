@@ -9,13 +9,45 @@ from pathlib import Path
 DATA_ENV = "DUALAT_DATA"  # environment variable naming the data folder
 DEFAULT_ROOT = Path("data/raw")  # relative to the working directory (the project root)
 
+PathLike = str | os.PathLike[str]
+# A data root: one folder, several searched in order, or None for the configured ones (data_roots)
+Roots = PathLike | Sequence[PathLike] | None
 
-def data_root(root: str | os.PathLike[str] | None = None) -> Path:
+
+def data_root(root: PathLike | None = None) -> Path:
     """The data folder: `root` if given and non-empty, else $DUALAT_DATA if set, else data/raw."""
     if root is not None and str(root) != "":
         return Path(root)
     env = os.environ.get(DATA_ENV, "")
     return Path(env) if env else DEFAULT_ROOT
+
+
+def data_roots(root: Roots = None) -> list[Path]:
+    """The folders searched for a dataset, in order; the last one is where downloads go.
+
+    A given `root` (non-empty) is searched alone; a sequence of folders in its order. With none
+    given: $DUALAT_DATA (a read-only copy such as the project's offline shards) if set, then
+    data/raw/, the folder downloads fill (README "Data").
+    """
+    if isinstance(root, (str, os.PathLike)) or root is None:
+        if root is not None and str(root) != "":
+            return [Path(root)]
+        env = os.environ.get(DATA_ENV, "")
+        return [Path(env), DEFAULT_ROOT] if env and Path(env) != DEFAULT_ROOT else [DEFAULT_ROOT]
+    roots = list(dict.fromkeys(Path(r) for r in root))
+    if not roots:
+        raise ValueError("root: an empty list of data folders")
+    return roots
+
+
+def download_root(root: Roots = None) -> Path:
+    """The folder downloads go into: the last of data_roots(root) (data/raw unless a root is given)."""
+    return data_roots(root)[-1]
+
+
+def roots_text(roots: Sequence[Path]) -> str:
+    """The folders for a message: "A" or "A or B"."""
+    return " or ".join(str(r) for r in roots)
 
 
 class DataMissingError(FileNotFoundError):

@@ -228,13 +228,12 @@ class BatchStream:
 
     def state_dict(self) -> dict[str, int]:
         """Position of the next batch, plus what must match on resume."""
-        s = self.sampler
         return {
             "seed": self.seed,
             "epoch": self.epoch,
             "batch": self.batch,
-            "batch_size": s.batch_size,
-            "n": s.n,
+            "batch_size": self.sampler.batch_size,
+            "n": self.sampler.n,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
