@@ -2,7 +2,8 @@
 
 Every attack runs the model in eval mode and restores the mode it found. Each public function
 has one objective; they share `pgd_l2`, which maximises a per-sample objective of the logits
-inside the L2 ball B(x, eps) ∩ [0, 1]^d.
+inside the L2 ball B(x, eps) ∩ [0, 1]^d. Its step, `pgd_step`, is also the step of the samplers
+(`dualat.sampling`, without the ball) and of the fused stage-2 loop.
 
 Variants (`AttackConfig.variant`):
 - "ratio": zero start, momentum on the L1-normalised gradient, v <- mu * v + g / ||g||_1 (per
@@ -14,6 +15,7 @@ Variants (`AttackConfig.variant`):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -43,9 +45,20 @@ def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
 
 
-def project(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """The perturbation delta moved into B(0, eps) and then into the image domain: x + delta in [0, 1]."""
-    return (x + project_l2(delta, eps)).clamp(0, 1) - x
+def pgd_step(
+    x_t: torch.Tensor, grad: torch.Tensor, eta: float, x: torch.Tensor | None = None, eps: float = math.inf
+) -> torch.Tensor:
+    """One L2 PGD ascent step, the one step of every attack and sampler in the package:
+
+        x_{t+1} = Proj(x_t + eta * grad / ||grad||_2)      per sample of (B, C, H, W)
+
+    with Proj onto B(x, eps) ∩ [0, 1]^d for an attack around x, or (x None: the samplers of
+    Eq. 8 and 14, which have no ball) the clamp to [0, 1]. `grad` is the ascent direction: the
+    gradient of the objective, or RATIO's momentum; the step normalises it."""
+    x_next = x_t + eta * grad / l2_norm(grad)
+    if x is not None:
+        x_next = x + project_l2(x_next - x, eps)
+    return x_next.clamp(0, 1)
 
 
 @contextmanager
@@ -75,28 +88,25 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, objective: Objective, cfg: AttackC
     x = x.detach()
     if cfg.steps == 0:
         return x.clone()
+    x_t, velocity = x, torch.zeros_like(x)
+    best_x, best_value = x.clone(), None
     with eval_mode(model):
-        delta = torch.zeros_like(x)
-        velocity = torch.zeros_like(x)
-        best_x, best_value = x.clone(), None
         for _ in range(cfg.steps):
-            value, grad = input_grad(model, x + delta, objective)
+            value, grad = input_grad(model, x_t, objective)
             if cfg.variant == "ratio":  # keep the best iterate seen so far
                 if best_value is None:  # in the objective's dtype (float64, bf16, ...)
                     best_value = torch.full_like(value, -float("inf"))
                 better = value > best_value
-                best_x[better], best_value[better] = (x + delta)[better], value[better]
+                best_x[better], best_value[better] = x_t[better], value[better]
                 velocity = cfg.momentum * velocity + grad / l1_norm(grad)  # released code: L1
-                direction = velocity / l2_norm(velocity)
-            else:
-                direction = grad / l2_norm(grad)
-            delta = project(x, delta + cfg.step_size * direction, cfg.eps)
+                grad = velocity  # the step goes along velocity / ||velocity||_2
+            x_t = pgd_step(x_t, grad, cfg.step_size, x, cfg.eps)
         if cfg.variant != "ratio":
-            return (x + delta).detach()
+            return x_t.detach()
         with torch.no_grad():
-            value = objective(model(x + delta))
+            value = objective(model(x_t))
         better = value > best_value
-        best_x[better] = (x + delta)[better]
+        best_x[better] = x_t[better]
         return best_x.detach()
 
 

@@ -1,5 +1,7 @@
 """Training: stage 1 (standard AT, BN in train mode), the RATIO baseline, and stage 2 (Dual-AT,
-BN frozen). Loops return their history; checkpoints are atomic and resumable.
+Algorithm 1, BN frozen). Each stage is one step function (`stage1_step`, `stage2_step`) and one
+loop that draws batches, steps, and leaves the rest to `dualat.bookkeeping.Run`: EMA, evaluation
+and selection of checkpoints, resume, the NaN/inf stop. Loops return their history.
 
 A loop takes infinite batch streams (objects with `__next__`, `state_dict`, `load_state_dict`,
 see `dualat.data`), so resuming restores the exact batches an uninterrupted run would see.
@@ -10,44 +12,68 @@ weights, EMA, curriculum and history, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import json
 import math
-import time
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from dualat import checkpoint as ckpt
 from dualat import distributed, runs
 from dualat.attacks import pgd_ce, pgd_uniform_ce
-from dualat.config import AttackConfig, OptimConfig, RatioConfig, Stage1Config, Stage2Config, to_dict
+from dualat.bookkeeping import NONFINITE, Criterion, NonFiniteLoss, Run
+from dualat.config import (
+    AttackConfig,
+    EMAConfig,
+    OptimConfig,
+    RatioConfig,
+    SamplerConfig,
+    Stage1Config,
+    Stage2Config,
+    to_dict,
+)
 from dualat.curriculum import Curriculum
 from dualat.ema import EMA
 from dualat.energy import joint_energy
 from dualat.losses import at_ce, bce_energy, pairwise_auc, ratio_ood
-from dualat.records import atomic_open, dumps_strict
 from dualat.sampling import attack_and_sample
 
+# NONFINITE and NonFiniteLoss are re-exported: callers catch the stop through this module.
+__all__ = [
+    "NONFINITE",
+    "NonFiniteLoss",
+    "Run",
+    "freeze_bn",
+    "make_optimizer",
+    "make_schedule",
+    "stage1_step",
+    "stage2_step",
+    "train_stage1",
+    "train_stage2",
+]
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is left in place."""
+# The selected checkpoints: stage 1 / RATIO by PGD robust accuracy (stage 2 starts from it),
+# stage 2 by FID and by robust accuracy.
+STAGE1_SELECTION = (Criterion("robust_acc", "best.pt", start=-1.0),)
+STAGE2_SELECTION = (
+    Criterion("fid", "best_fid.pt", lower=True, step_key="fid_step"),
+    Criterion("robust_acc", "best_acc.pt", start=-1.0, step_key="acc_step"),
+)
 
 
 # --- pieces ---------------------------------------------------------------------------------------
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD over all parameters of `model` with the momentum, Nesterov and weight decay of `cfg`."""
     return torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
     )
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, total_steps: int):
+def make_schedule(
+    opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-batch LR schedule: cosine over all steps, step decay at epoch milestones, or constant."""
     if cfg.schedule == "cosine":
         factor = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))  # noqa: E731
@@ -74,174 +100,49 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def robust_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, batch_size: int = 250
-) -> dict:
-    """Clean and PGD accuracy of `model` on x (N, C, H, W) in [0, 1], y (N,)."""
-    from functools import partial
-
-    from dualat.metrics import clean_accuracy, pgd_accuracy
-
-    device = next(model.parameters()).device
-    return {
-        "clean_acc": clean_accuracy(model, x, y, batch_size, device),
-        "robust_acc": pgd_accuracy(model, x, y, partial(pgd_ce, cfg=attack), batch_size, device),
-    }
-
-
-def _check_finite(loss_sum: torch.Tensor, run: Run) -> None:
-    """Stop on a NaN/inf loss, leaving the last good checkpoint and `nonfinite.json`, which lets
-    the next run resume from that checkpoint across a change of `runs.RECOVERY_KEYS`."""
-    if torch.isfinite(distributed.all_mean(loss_sum)):  # all ranks stop together
-        return
-    text = (
-        f"the loss became NaN/inf before step {run.step}; the last good checkpoint "
-        f"({run.out_dir / 'last.pt'}) was kept. Lower the learning rate (optim.lr) or the sampler "
-        "step size (stage2.sampler.step_size) in params.yaml and rerun: training resumes from it."
-    )
-    if distributed.is_main():
-        with atomic_open(run.out_dir / NONFINITE, "w") as f:
-            json.dump({"step": run.step, "message": text}, f)
-    raise NonFiniteLoss(text)
-
-
-NONFINITE = "nonfinite.json"  # written by a NaN/inf stop; removed by the run that recovers
-
-
-@dataclass
-class Run:
-    """Everything a loop needs to save and restore.
-
-    `key` identifies the run (`dualat.runs`: trajectory keys, data, code): `resume` continues a
-    last.pt of the same key and sets any other run aside whole. `config` is the full config,
-    stored for the record. `lr` is the configured learning rate (applied on a NaN recovery).
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    ema: EMA | None
-    streams: dict[str, Any]
-    out_dir: Path
-    config: dict
-    key: dict
-    lr: float
-    curriculum: Curriculum | None = None
-    step: int = 0
-    seconds: float = 0.0  # training time over every process that worked on this run
-    history: list[dict] | None = None
-    best: dict | None = None
-    _t0: float = field(default_factory=time.time)
-
-    def elapsed(self) -> float:
-        return self.seconds + time.time() - self._t0
-
-    def save(self, name: str = "last.pt") -> Path:
-        if not distributed.is_main():  # the ranks hold the same state; rank 0 writes it
-            return self.out_dir / name
-        payload = {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "streams": {k: s.state_dict() for k, s in self.streams.items()},
-            "curriculum": self.curriculum.state_dict() if self.curriculum else None,
-            "step": self.step,
-            "seconds": self.elapsed(),
-            "history": self.history,
-            "best": self.best,
-            "key": self.key,
-            "config": self.config,
-            "git_rev": ckpt.git_revision(),
-            "versions": ckpt.library_versions(),
-            "rng": torch.get_rng_state(),
-        }
-        return ckpt.save(self.out_dir / name, payload)
-
-    def resume(self) -> bool:
-        """Continue out_dir/last.pt when its key equals ours (or differs in `runs.RECOVERY_KEYS`
-        only after a NaN/inf stop); otherwise move the earlier run aside whole (`runs.set_aside`).
-        True when resumed."""
-        path = self.out_dir / "last.pt"
-        state = ckpt.load(path) if path.exists() else None
-        distributed.barrier()  # every rank has read last.pt before rank 0 may move it
-        if state is None:
-            return False
-        old_key = state.get("key", {})
-        recovering = (
-            old_key != self.key and (self.out_dir / NONFINITE).is_file() and runs.recoverable(old_key, self.key)
-        )
-        if old_key != self.key and not recovering:
-            if distributed.is_main():
-                runs.set_aside(self.out_dir, runs.differences(old_key, self.key))
-            distributed.barrier()
-            return False
-        self.model.load_state_dict(state["model"])
-        if self.ema:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for k, s in self.streams.items():
-            s.load_state_dict(state["streams"][k])
-        if self.curriculum:
-            self.curriculum.load_state_dict(state["curriculum"])
-        self.step, self.history, self.best = state["step"], state["history"], state["best"]
-        self.seconds, self._t0 = state["seconds"], time.time()
-        torch.set_rng_state(state["rng"])
-        if recovering:
-            self._recover(runs.differences(old_key, self.key))
-        return True
-
-    def _recover(self, diff: list[str]) -> None:
-        """After a NaN/inf stop: take the new learning rate (the schedule keeps its shape) and
-        note the change in the history."""
-        self.scheduler.base_lrs = [self.lr for _ in self.optimizer.param_groups]
-        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
-            group["initial_lr"] = self.lr
-            group["lr"] = self.lr * factor(self.scheduler.last_epoch)
-        self.history.append({"step": self.step, "resumed_after_nonfinite": diff})
-        warnings.warn(
-            f"resuming {self.out_dir} at step {self.step} after a NaN/inf stop with: {'; '.join(diff)}", stacklevel=3
-        )
-        if distributed.is_main():
-            (self.out_dir / NONFINITE).unlink()
-
-    def finished(self, total: int) -> bool:
-        """True when the run is complete on disk (resumed at its last step with final.pt written)."""
-        return self.step >= total and (self.out_dir / "final.pt").is_file()
-
-    def result(self, finished: bool = False) -> dict:
-        """What the loop returns; a finished run reports the seconds stored with it, so the
-        status.json written from it is byte-identical on every rerun (DVC then skips what follows)."""
-        seconds = self.seconds if finished else self.elapsed()
-        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": seconds}
-
-    def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
-        """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
-        holds the trained (non-EMA) weights of the same step. Both keys hold EMA-free weights
-        when EMA is off."""
-        if not distributed.is_main():
-            return self.out_dir / name
-        payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
-        payload |= {"ema": self.ema is not None, "key": self.key, "config": self.config}
-        payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
-        return ckpt.save(self.out_dir / name, payload)
-
-    def write_history(self) -> None:
-        if not distributed.is_main():
-            return
-        with atomic_open(self.out_dir / "history.json", "w") as f:
-            f.write(dumps_strict(self.history))
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    enabled = enabled and distributed.is_main()  # one bar, rank 0's
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+def new_run(model: nn.Module, optim: OptimConfig, ema: EMAConfig, steps_per_epoch: int, total: int, **fields) -> Run:
+    """A fresh `Run` of `total` steps: SGD with its schedule and (when on) the EMA of `model`;
+    `fields` are the other `Run` fields (streams, out_dir, config, key, criteria, curriculum)."""
+    opt = make_optimizer(model, optim)
+    schedule = make_schedule(opt, optim, steps_per_epoch, total)
+    average = EMA(model, ema.decay, ema.warmup) if ema.enabled else None
+    return Run(model, opt, schedule, average, lr=optim.lr, total=total, **fields)
 
 
 # --- stage 1 and RATIO ----------------------------------------------------------------------------
+
+
+def stage1_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    attack: AttackConfig,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    ratio: RatioConfig | None = None,
+    x_ood: torch.Tensor | None = None,
+    loss_model: nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One stage-1 step on (x, y): L_AT-CE (Eq. 11) on PGD examples (Eq. 10), BN in train mode;
+    with `ratio`, plus lam * the RATIO loss on attacked OOD images x_ood (Eq. 13).
+
+    `loss_model` runs the loss pass (default `model`; a DDP wrapper averages the gradients); the
+    BN running statistics are averaged over ranks. Returns (loss, stats) as device tensors.
+    """
+    x, y = batch
+    inputs = [pgd_ce(model, x, y, attack)]  # x_adv; eval mode inside, train mode restored
+    if ratio is not None:
+        inputs.append(pgd_uniform_ce(model, x_ood, ratio.ood_attack))
+    net = model if loss_model is None else loss_model
+    logits = net(torch.cat(inputs))  # one BN-train-mode pass over in- and out-distribution
+    loss, stats = at_ce(logits[: len(x)], y)
+    if ratio is not None:
+        l_ood, ood_stats = ratio_ood(logits[len(x) :])
+        loss = loss + ratio.lam * l_ood
+        stats |= ood_stats
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    distributed.sync_buffers(model)  # the same BN statistics on every rank
+    return loss, stats
 
 
 def train_stage1(
@@ -262,79 +163,39 @@ def train_stage1(
 ) -> dict:
     """Stage 1 (L_AT-CE, Eq. 11, BN in train mode); with `ratio` the RATIO loss (Eq. 13).
 
-    Saves out_dir/last.pt (resume) every `checkpoint_every` steps and at every evaluation, and
-    out_dir/best.pt: the weights with the best PGD robust test accuracy (EMA weights when EMA is
-    on, as stage 2 starts from them). `stop_after` ends the loop early after that many steps
-    (to simulate a kill in tests). Returns {"history", "best", "steps"}.
+    Every `cfg.eval_every_epochs` epochs: out_dir/best.pt keeps the weights with the best PGD
+    robust test accuracy (EMA weights when EMA is on, as stage 2 starts from them); last.pt
+    (resume) is also saved every `checkpoint_every` steps. `stop_after` ends the loop early
+    (to simulate a kill in tests). Returns {"history", "best", "steps", "seconds"}.
 
-    Distributed: gradients are averaged by DDP; BN normalises with each rank's own batch and
-    the running statistics are averaged over ranks after every step.
+    Distributed: gradients are averaged by DDP; BN normalises with each rank's own batch.
     """
-    out_dir = Path(out_dir)
     device = next(model.parameters()).device
-    total = cfg.epochs * steps_per_epoch
+    total, eval_every = cfg.epochs * steps_per_epoch, cfg.eval_every_epochs * steps_per_epoch
     net = distributed.wrap(model)  # for the loss pass (attacks use the bare model); rank 0's weights
-    opt = make_optimizer(model, cfg.optim)
-    streams = {"train": train_stream} | ({"ood": ood_stream} if ratio else {})
     config = config or {"stage1": to_dict(cfg)} | ({"ratio": to_dict(ratio)} if ratio else {})
-    run = Run(
-        model, opt, make_schedule(opt, cfg.optim, steps_per_epoch, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
-        streams, out_dir, config, key or runs.resume_key(config, ("stage1", "ratio")), cfg.optim.lr,
-        history=[], best={"robust_acc": -1.0},
+    run = new_run(
+        model, cfg.optim, cfg.ema, steps_per_epoch, total, out_dir=out_dir, config=config,
+        streams={"train": train_stream} | ({"ood": ood_stream} if ratio else {}),
+        key=key or runs.resume_key(config, ("stage1", "ratio")), criteria=STAGE1_SELECTION,
     )  # fmt: skip
-    if run.resume() and run.finished(total):
+    if run.resume() and run.finished():
         return run.result(finished=True)  # nothing to do: the files on disk are the result
-    x_test, y_test = (t.to(device) for t in test_xy)
-    loss_sum = torch.zeros((), device=device)
-    bar = _progress(total, run.step, "stage 1" if ratio is None else "RATIO", progress)
+    test_xy = tuple(t.to(device) for t in test_xy)
+    run.start("stage 1" if ratio is None else "RATIO", progress)
     model.train()
-    while run.step < total and (stop_after is None or run.step < stop_after):
+    while run.running(stop_after):
         x, y = (t.to(device, non_blocking=True) for t in next(train_stream))
-        x_adv = pgd_ce(model, x, y, cfg.attack)  # eval mode inside, train mode restored
-        inputs = [x_adv]
-        if ratio is not None:
-            x_ood = next(ood_stream)[0].to(device, non_blocking=True)
-            inputs.append(pgd_uniform_ce(model, x_ood, ratio.ood_attack))
-        logits = net(torch.cat(inputs))  # one BN-train-mode pass over in- and out-distribution
-        loss, stats = at_ce(logits[: len(x)], y)
-        if ratio is not None:
-            l_ood, ood_stats = ratio_ood(logits[len(x) :])
-            loss = loss + ratio.lam * l_ood
-            stats |= ood_stats
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        distributed.sync_buffers(model)  # the same BN statistics on every rank
-        run.scheduler.step()
-        if run.ema:
-            run.ema.update(model)
-        run.step += 1
-        loss_sum += loss.detach()
-        bar.update(1)
-        epoch_end = run.step % steps_per_epoch == 0
-        if epoch_end and (run.step // steps_per_epoch) % cfg.eval_every_epochs == 0 or run.step == total:
-            _check_finite(loss_sum, run)
-            selected = run.ema.module if run.ema else model
-            metrics = robust_accuracy(selected, x_test, y_test, cfg.attack)
-            metrics |= {"step": run.step, "epoch": run.step / steps_per_epoch, "lr": opt.param_groups[0]["lr"]}
-            metrics |= {k: float(v) for k, v in distributed.all_mean_stats(stats).items()}
-            run.history.append(metrics)
-            bar.set_postfix(robust=f"{metrics['robust_acc']:.3f}", clean=f"{metrics['clean_acc']:.3f}")
-            if metrics["robust_acc"] > run.best["robust_acc"]:
-                run.best = metrics
-                run.save_weights("best.pt", selected, metrics)
-            run.save()
-            run.write_history()
+        x_ood = next(ood_stream)[0].to(device, non_blocking=True) if ratio is not None else None
+        loss, stats = stage1_step(model, run.optimizer, cfg.attack, (x, y), ratio, x_ood, net)
+        run.advance(loss)
+        if run.step % eval_every == 0 or run.step == total:
+            log = {"step": run.step, "epoch": run.step / steps_per_epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+            log |= {k: float(v) for k, v in distributed.all_mean_stats(stats).items()}
+            run.evaluate(log, test_xy, cfg.attack)
         elif run.step % checkpoint_every == 0:
-            _check_finite(loss_sum, run)
-            run.save()
-    bar.close()
-    _check_finite(loss_sum, run)
-    run.save()
-    final = run.ema.module if run.ema else model
-    run.save_weights("final.pt", final, run.history[-1] if run.history else {})
-    distributed.barrier()  # no rank goes on before rank 0 has written
-    return run.result()
+            run.checkpoint()
+    return run.finish()
 
 
 # --- stage 2 --------------------------------------------------------------------------------------
@@ -375,6 +236,29 @@ def stage2_step(
     return loss, stats
 
 
+def make_curriculum(sampler: SamplerConfig, batch_size: int, device: torch.device) -> Curriculum:
+    """The schedule of T, the sampler's step count (`dualat.curriculum`), from the sampler settings."""
+    threshold = sampler.auc_threshold if sampler.curriculum == "auc" else sampler.loss_threshold
+    return Curriculum(
+        sampler.T_max, sampler.curriculum, threshold, sampler.auc_window_images, batch_size, device,
+        sampler.curriculum_lag,
+    )  # fmt: skip
+
+
+def draw_stage2_batch(
+    cls_stream: Iterator, gen_stream: Iterator, ood_stream: Iterator, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, ...]:
+    """(x, y) ~ p_data with aggressive augmentation, (x_hat, y_hat) ~ p_data with mild
+    augmentation, x0 ~ p_ood (Algorithm 1, lines 2-3), on `device`; y_hat doubles as y'."""
+    x, y = next(cls_stream)
+    x_hat, y_hat = next(gen_stream)
+    x0 = next(ood_stream)[0]
+    batch = tuple(t.to(device, non_blocking=True) for t in (x, y, x_hat, y_hat, x0))
+    if channels_last:
+        batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch)
+    return batch
+
+
 def train_stage2(
     model: nn.Module,
     cfg: Stage2Config,
@@ -391,96 +275,46 @@ def train_stage2(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Stage 2 (Dual-AT, Eq. 12) from stage-1 weights already in `model`.
+    """Stage 2 (Dual-AT, Eq. 12, Algorithm 1) from stage-1 weights already in `model`, for
+    `cfg.images` images. Every `cfg.eval_every_images` images the EMA model (or the model
+    without EMA) gets PGD robust accuracy and, with `fid_fn(model, n)`, the FID of n samples:
+    out_dir/history.json (Figures 2 and 4), best_fid.pt and best_acc.pt (selected), last.pt.
 
-    Every `cfg.eval_every_images` images the EMA model (or the model without EMA) is evaluated:
-    PGD robust accuracy on the test tensors and, with `fid_fn(model, n)`, FID of n samples. The
-    log (for Figures 2 and 4) is out_dir/history.json; best_fid.pt and best_acc.pt hold the
-    selected weights, last.pt the resumable state. Stops after `cfg.images` images.
-
-    Distributed: `cfg.images` and `cfg.batch_size` count per rank (N ranks see N x images in all);
-    gradients are averaged by DDP; the curriculum and the history get batch statistics averaged
-    over ranks, so T is the same on every rank.
+    Distributed: `cfg.images` and `cfg.batch_size` count per rank; gradients are averaged by DDP;
+    the curriculum and the history get batch statistics averaged over ranks (T equal on all).
     """
-    out_dir = Path(out_dir)
     device = next(model.parameters()).device
-    freeze_bn(model)
+    freeze_bn(model)  # Sec. 3.5: BN in eval mode for good, with the statistics of stage 1
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model)  # for the loss pass, after freeze_bn: BN buffers never change
-    B = cfg.batch_size
-    total = math.ceil(cfg.images / B)
-    opt = make_optimizer(model, cfg.optim)
-    curriculum = Curriculum(
-        cfg.sampler.T_max,
-        cfg.sampler.curriculum,
-        cfg.sampler.auc_threshold if cfg.sampler.curriculum == "auc" else cfg.sampler.loss_threshold,
-        cfg.sampler.auc_window_images,
-        B,
-        device,
-        cfg.sampler.curriculum_lag,
-    )
+    B, total = cfg.batch_size, math.ceil(cfg.images / cfg.batch_size)
     config = config or {"stage2": to_dict(cfg)}
-    run = Run(
-        model, opt, make_schedule(opt, cfg.optim, 1, total), EMA(model, cfg.ema.decay, cfg.ema.warmup) if cfg.ema.enabled else None,
-        {"cls": cls_stream, "gen": gen_stream, "ood": ood_stream}, out_dir, config,
-        key or runs.resume_key(config, ("stage2",)), cfg.optim.lr, curriculum=curriculum,
-        history=[], best={"fid": None, "robust_acc": -1.0},
+    run = new_run(
+        model, cfg.optim, cfg.ema, 1, total, out_dir=out_dir, config=config,
+        streams={"cls": cls_stream, "gen": gen_stream, "ood": ood_stream}, criteria=STAGE2_SELECTION,
+        key=key or runs.resume_key(config, ("stage2",)), curriculum=make_curriculum(cfg.sampler, B, device),
     )  # fmt: skip
-    if run.resume() and run.finished(total):
-        return run.result(finished=True) | {"T": curriculum.T}  # nothing to do: the files on disk are the result
-    x_test, y_test = (t.to(device) for t in test_xy)
-    eval_every = max(1, cfg.eval_every_images // B)
-    loss_sum = torch.zeros((), device=device)
-    sums: dict[str, torch.Tensor] = {}
-    bar = _progress(total, run.step, "stage 2", progress)
+    if run.resume() and run.finished():
+        return run.result(finished=True) | {"T": run.curriculum.T}  # the files on disk are the result
+    test_xy, eval_every = tuple(t.to(device) for t in test_xy), max(1, cfg.eval_every_images // B)
+    sums: dict[str, torch.Tensor] = {}  # batch statistics since the last record
+    run.start("stage 2", progress)
     model.train()
-    while run.step < total and (stop_after is None or run.step < stop_after):
-        x, y = next(cls_stream)
-        x_hat, y_hat = next(gen_stream)
-        x0 = next(ood_stream)[0]
-        batch = tuple(t.to(device, non_blocking=True) for t in (x, y, x_hat, y_hat, x0))
-        if cfg.channels_last:
-            batch = tuple(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch)
-        T = curriculum.T
-        loss, stats = stage2_step(model, opt, cfg, batch, T, net)
-        run.scheduler.step()
-        if run.ema:
-            run.ema.update(model)
+    while run.running(stop_after):  # Algorithm 1
+        batch = draw_stage2_batch(cls_stream, gen_stream, ood_stream, device, cfg.channels_last)  # lines 2-3
+        T = run.curriculum.T
+        loss, stats = stage2_step(model, run.optimizer, cfg, batch, T, net)  # lines 4-13
         stats = distributed.all_mean_stats(stats)  # the same AUC and L_BCE, hence T, on every rank
-        curriculum.update(stats["auc"], stats["bce"])
-        run.step += 1
-        loss_sum += loss.detach()
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0) + v
-        bar.update(1)
+        run.curriculum.update(stats["auc"], stats["bce"])
+        run.advance(loss)
+        sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
         if run.step % eval_every == 0 or run.step == total:
-            _check_finite(loss_sum, run)
-            n = run.step - (run.history[-1]["step"] if run.history else 0)
-            selected = run.ema.module if run.ema else model
-            metrics = {"step": run.step, "images": run.step * B, "T": T}
-            metrics |= {k: float(v) / max(n, 1) for k, v in sums.items()}
+            n = run.step - (run.history[-1]["step"] if run.history else 0)  # steps since the last record
+            log = {"step": run.step, "images": run.step * B, "T": T}
+            log |= {k: float(v) / max(n, 1) for k, v in sums.items()}  # means over those steps
+            run.evaluate(log, test_xy, cfg.attack, fid_fn, cfg.eval_fid_samples)
             sums = {}
-            metrics |= robust_accuracy(selected, x_test, y_test, cfg.attack)
-            if fid_fn is not None and cfg.eval_fid_samples > 0:
-                metrics["fid"] = float(fid_fn(selected, cfg.eval_fid_samples))
-            run.history.append(metrics)
-            bar.set_postfix(T=T, robust=f"{metrics['robust_acc']:.3f}", fid=f"{metrics.get('fid', float('nan')):.1f}")
-            if "fid" in metrics and (run.best["fid"] is None or metrics["fid"] < run.best["fid"]):
-                run.best = run.best | {"fid": metrics["fid"], "fid_step": run.step}
-                run.save_weights("best_fid.pt", selected, metrics)
-            if metrics["robust_acc"] > run.best["robust_acc"]:
-                run.best = run.best | {"robust_acc": metrics["robust_acc"], "acc_step": run.step}
-                run.save_weights("best_acc.pt", selected, metrics)
-            run.save()
-            run.write_history()
         elif run.step % checkpoint_every == 0:
-            _check_finite(loss_sum, run)
-            run.save()
-    bar.close()
-    _check_finite(loss_sum, run)
-    run.save()
-    final = run.ema.module if run.ema else model
-    run.save_weights("final.pt", final, run.history[-1] if run.history else {})
-    distributed.barrier()  # no rank goes on before rank 0 has written
-    return run.result() | {"T": curriculum.T}
+            run.checkpoint()
+    return run.finish() | {"T": run.curriculum.T}

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualat.attacks import pgd_ce, pgd_logsumexp, pgd_target, pgd_uniform_ce, uniform_ce
+from dualat.attacks import pgd_ce, pgd_logsumexp, pgd_step, pgd_target, pgd_uniform_ce, uniform_ce
 from dualat.config import AttackConfig
-from dualat.sampling import ascent_step, attack_and_sample, sample_conditional, sample_unconditional
+from dualat.sampling import attack_and_sample, sample_conditional, sample_unconditional
 
 RATIO = AttackConfig(eps=0.5, step_size=0.1, steps=10, variant="ratio", momentum=0.9)
 PLAIN = AttackConfig(eps=0.5, step_size=0.1, steps=10, variant="plain", momentum=0.0)
@@ -99,7 +99,29 @@ def test_sampler_step_equals_eq14_with_analytic_gradient():
     gu = (w[:, :, None, None, None] * (c[None] - x0[:, None])).sum(1)
     ref_u = (x0 + eta * gu / gu.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
     assert torch.allclose(sample_unconditional(model, x0, 1, eta), ref_u)
-    assert torch.allclose(ascent_step(x0, g, eta), ref)
+    assert torch.allclose(pgd_step(x0, g, eta), ref)
+
+
+def test_pgd_step_equals_the_projected_step_in_float64():
+    """x_{t+1} = Proj(x_t + eta g / ||g||_2): onto B(x, eps) by rescaling the perturbation, then
+    onto [0, 1]; with no ball only the clamp."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    x[:2] = x[:2].round()  # pixels at 0 and 1: the clamp bites
+    x_t = (x + 0.2 * torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)).clamp(0, 1)
+    grad = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    eta, eps = 0.3, 0.4
+    for i in range(6):  # one sample at a time, written out
+        moved = x_t[i] + eta * grad[i] / grad[i].norm()
+        delta = moved - x[i]
+        inside = x[i] + delta * min(1.0, eps / delta.norm().item())
+        assert torch.allclose(pgd_step(x_t, grad, eta, x, eps)[i], inside.clamp(0, 1), rtol=0, atol=1e-15)
+        assert torch.allclose(pgd_step(x_t, grad, eta)[i], moved.clamp(0, 1), rtol=0, atol=1e-15)
+    stepped = pgd_step(x_t, grad, eta, x, eps)
+    assert (stepped - x).flatten(1).norm(dim=1).max() <= eps + 1e-12
+    assert stepped.min() >= 0 and stepped.max() <= 1
+    far = pgd_step(x_t, grad, 10.0, x, eps)  # a long step ends on the sphere unless clamped
+    assert ((far - x).flatten(1).norm(dim=1)[2:] - eps).abs().max() < 0.05 * eps
 
 
 def test_sampler_has_no_projection(tiny_wrn):
@@ -115,11 +137,14 @@ def test_fused_attack_and_sampler_equal_separate_passes(tiny_wrn):
     _trained_bn_state(tiny_wrn).eval().double()
     x, x0 = torch.rand(6, 3, 32, 32, dtype=torch.float64), torch.rand(6, 3, 32, 32, dtype=torch.float64)
     y, y_prime = torch.randint(0, 10, (6,)), torch.randint(0, 10, (6,))
-    for T in (0, 4, 10, 13):
-        fused = attack_and_sample(tiny_wrn, x, y, x0, y_prime, PLAIN, T, 0.1, fused=True)
-        separate = attack_and_sample(tiny_wrn, x, y, x0, y_prime, PLAIN, T, 0.1, fused=False)
+    for steps, T in ((10, 0), (10, 4), (10, 10), (10, 13), (0, 3)):
+        attack = dataclasses.replace(PLAIN, steps=steps)
+        fused = attack_and_sample(tiny_wrn, x, y, x0, y_prime, attack, T, 0.1, fused=True)
+        separate = attack_and_sample(tiny_wrn, x, y, x0, y_prime, attack, T, 0.1, fused=False)
         for a, b in zip(fused, separate):
-            assert torch.allclose(a, b, rtol=0, atol=1e-10), T
+            assert a.dtype == torch.float64 and torch.allclose(a, b, rtol=0, atol=1e-10), (steps, T)
+        assert not torch.equal(fused[0], x) if steps else torch.equal(fused[0], x)  # the chains moved
+        assert not torch.equal(fused[1], x0) if T else torch.equal(fused[1], x0)
 
 
 def _ratio_reference(W, b, x, y, eps, eta, steps, mu, norm_ord=1):

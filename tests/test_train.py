@@ -1,13 +1,17 @@
 import dataclasses
+import json
 
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from dualat import checkpoint
+from dualat.attacks import pgd_ce
 from dualat.config import AttackConfig, EMAConfig, OptimConfig, RatioConfig, SamplerConfig, Stage1Config, Stage2Config
 from dualat.data import BatchStream
+from dualat.losses import at_ce, bce_energy
 from dualat.models import WideResNet
+from dualat.sampling import sample_conditional
 from dualat.train import NonFiniteLoss, freeze_bn, stage2_step, train_stage1, train_stage2
 
 ATTACK = AttackConfig(eps=0.5, step_size=0.2, steps=2, variant="ratio", momentum=0.9)
@@ -148,10 +152,6 @@ def test_stage2_single_pass_gradients_equal_separate_passes():
         if fused:
             stage2_step(m, opt, cfg, (x, y, x_hat, y_hat, x0), T=3)
         else:  # reference: attack and sampler apart, three separate loss passes
-            from dualat.attacks import pgd_ce
-            from dualat.losses import at_ce, bce_energy
-            from dualat.sampling import sample_conditional
-
             x_adv, x_T = pgd_ce(m, x, y, PLAIN), sample_conditional(m, x0, y_hat, 3, SAMPLER.step_size)
             opt.zero_grad()
             (at_ce(m(x_adv), y)[0] + bce_energy(m(x_hat), m(x_T))[0]).backward()
@@ -186,3 +186,57 @@ def test_resume_with_other_settings_starts_afresh_and_keeps_the_old_run(tmp_path
     assert result["steps"] == 4  # a full fresh run of the new settings, not a continuation
     (kept,) = (tmp_path / "run.superseded").iterdir()
     assert checkpoint.load(kept / "last.pt")["step"] == old["step"] == 2
+
+
+def test_stage2_selects_best_fid_and_best_accuracy_of_the_ema_weights(tmp_path):
+    cfg = dataclasses.replace(STAGE2, eval_fid_samples=5)
+    fids, seen = iter([3.0, 5.0]), []  # the best FID is not the last one
+
+    def fid_fn(model, n):
+        seen.append((model, n))
+        return next(fids)
+
+    model = _model()
+    c, g, o = _streams()
+    result = train_stage2(model, cfg, c, g, o, _test_xy(), tmp_path, fid_fn=fid_fn, progress=False)
+    history = result["history"]
+    assert [h["step"] for h in history] == [4, 8] and [h["fid"] for h in history] == [3.0, 5.0]
+    assert all(m is not model and n == 5 for m, n in seen)  # the EMA model, as the history says
+    best_fid = checkpoint.load(tmp_path / "best_fid.pt")
+    assert best_fid["step"] == 4 and best_fid["metrics"] == history[0]
+    best_acc = max(history, key=lambda h: h["robust_acc"])  # the first of equals: a strict improvement
+    assert checkpoint.load(tmp_path / "best_acc.pt")["metrics"] == best_acc
+    assert result["best"] == {
+        "fid": 3.0,
+        "robust_acc": best_acc["robust_acc"],
+        "fid_step": 4,
+        "acc_step": best_acc["step"],
+    }
+    final = checkpoint.load(tmp_path / "final.pt")
+    assert final["metrics"] == history[-1] and not torch.equal(
+        final["model"]["fc.weight"], best_fid["model"]["fc.weight"]
+    )
+
+
+def test_stage1_best_is_the_record_with_the_best_robust_accuracy(tmp_path):
+    cfg = dataclasses.replace(STAGE1, epochs=3)
+    s, _, _ = _streams()
+    result = train_stage1(_model(), cfg, s, 4, _test_xy(), tmp_path, progress=False)
+    history = result["history"]
+    assert [h["step"] for h in history] == [4, 8, 12] and [h["epoch"] for h in history] == [1.0, 2.0, 3.0]
+    best = max(history, key=lambda h: h["robust_acc"])
+    assert result["best"] == best and checkpoint.load(tmp_path / "best.pt")["metrics"] == best
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+
+
+def test_training_records_a_few_progress_lines_when_not_watched(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DUALAT_PROGRESS", "lines")
+    s, _, _ = _streams()
+    train_stage1(_model(), STAGE1, s, 4, _test_xy(), tmp_path / "one", progress=True)
+    c, g, o = _streams()
+    train_stage2(_model(), STAGE2, c, g, o, _test_xy(), tmp_path / "two", progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    stage1, stage2 = [x for x in lines if x.startswith("stage 1:")], [x for x in lines if x.startswith("stage 2:")]
+    assert len(stage1) + len(stage2) == len(lines) and 2 <= len(stage1) <= 6 and 2 <= len(stage2) <= 6
+    assert stage1[-1].startswith("stage 1: 8/8 (100%)") and "robust=" in stage1[-1]
+    assert stage2[-1].startswith("stage 2: 8/8 (100%)") and "T=" in stage2[-1]

@@ -6,17 +6,18 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from dualat.attacks import eval_mode
+from dualat.progress import Lines, bar
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, x, y) -> x_adv
 
 
-def batches(n: int, batch_size: int, progress: bool = False, desc: str = "") -> tqdm:
-    """(start, stop) index pairs covering range(n) in steps of batch_size, with a progress bar."""
-    starts = range(0, n, batch_size)
-    return tqdm(((s, min(s + batch_size, n)) for s in starts), total=len(starts), desc=desc, disable=not progress)
+def batches(n: int, batch_size: int, progress: bool = False, desc: str = "") -> tqdm | Lines:
+    """(start, stop) index pairs covering range(n) in steps of batch_size, with a progress bar
+    (`dualat.progress.bar`: live when watched, a few lines when recorded)."""
+    return bar([(s, min(s + batch_size, n)) for s in range(0, n, batch_size)], desc=desc, enabled=progress)
 
 
 def predict_logits(

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from dualat.attacks import eval_mode
 from dualat.metrics.accuracy import predict_logits
+from dualat.progress import bar
 from dualat.records import atomic_open
 
 _STATE_VERSION = 1
@@ -159,7 +159,7 @@ def autoattack_accuracy(
     chunks = _load_state(state_path, fingerprint) if state_path is not None else []
     starts = range(0, len(x), chunk_size)
     with eval_mode(model), torch.random.fork_rng():  # pyautoattack reseeds the global RNG
-        for start in tqdm(starts[len(chunks) :], desc="AutoAttack chunks", disable=not progress):
+        for start in bar(starts[len(chunks) :], desc="AutoAttack chunks", enabled=progress):
             xc, yc = x[start : start + chunk_size], y[start : start + chunk_size]
             chunks.append(_attack_chunk(model, xc, yc, eps, version, attacks, seed, batch_size, device))
             if state_path is not None:

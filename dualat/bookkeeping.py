@@ -1,0 +1,305 @@
+"""What every training loop does besides stepping: the resumable state of a run, the shared
+evaluate-select-save, checkpoints and the NaN/inf stop (`Run`). `dualat.train` holds the steps
+and the loops of stage 1, RATIO and stage 2; this module holds no training math.
+
+A loop reads:
+
+    run = Run(...)                     # model, optimizer, schedule, EMA, streams, key, criteria
+    if run.resume() and run.finished(): return run.result(finished=True)
+    run.start(desc, progress)
+    while run.running(stop_after):
+        loss, stats = <one step>
+        run.advance(loss)              # LR schedule, EMA, step count, progress
+        if <evaluation due>: run.evaluate(log, test_xy, attack)   # evaluate, select, save
+        elif <checkpoint due>: run.checkpoint()
+    return run.finish()                # last.pt and final.pt
+
+Under torchrun every rank keeps the same state and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualat import checkpoint as ckpt
+from dualat import distributed, runs
+from dualat.attacks import pgd_ce
+from dualat.config import AttackConfig
+from dualat.curriculum import Curriculum
+from dualat.ema import EMA
+from dualat.metrics.accuracy import clean_accuracy, pgd_accuracy
+from dualat.progress import bar
+from dualat.records import atomic_open, dumps_strict
+
+NONFINITE = "nonfinite.json"  # written by a NaN/inf stop; removed by the run that recovers
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left in place."""
+
+
+def robust_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig, batch_size: int = 250
+) -> dict:
+    """Clean and PGD accuracy of `model` on x (N, C, H, W) in [0, 1], y (N,)."""
+    device = next(model.parameters()).device
+    return {
+        "clean_acc": clean_accuracy(model, x, y, batch_size, device),
+        "robust_acc": pgd_accuracy(model, x, y, partial(pgd_ce, cfg=attack), batch_size, device),
+    }
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A selected checkpoint: `file` holds the weights of the evaluation with the best `metric`
+    (the lowest with `lower`), `start` is Run.best[metric] before any evaluation. With `step_key`
+    Run.best keeps the metric and its step under that name; without, Run.best becomes the whole
+    record of the selected evaluation."""
+
+    metric: str
+    file: str
+    start: float | None = None
+    lower: bool = False
+    step_key: str | None = None
+
+    def improves(self, best: dict, metrics: dict) -> bool:
+        value, old = metrics.get(self.metric), best.get(self.metric)
+        if value is None:
+            return False
+        return old is None or (value < old if self.lower else value > old)
+
+    def record(self, best: dict, metrics: dict) -> dict:
+        if self.step_key is None:
+            return metrics
+        return best | {self.metric: metrics[self.metric], self.step_key: metrics["step"]}
+
+
+@dataclass
+class Run:
+    """Everything a loop needs to save and restore, and the bookkeeping it shares.
+
+    `key` identifies the run (`dualat.runs`: trajectory keys, data, code): `resume` continues a
+    last.pt of the same key and sets any other run aside whole. `config` is the full config,
+    stored for the record. `lr` is the configured learning rate (applied on a NaN recovery).
+    `total` is the number of steps; `criteria` pick the selected checkpoints.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: EMA | None
+    streams: dict[str, Any]
+    out_dir: Path
+    config: dict
+    key: dict
+    lr: float
+    total: int
+    criteria: tuple[Criterion, ...] = ()
+    curriculum: Curriculum | None = None
+    step: int = 0
+    seconds: float = 0.0  # training time over every process that worked on this run
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    _t0: float = field(default_factory=time.time)
+    _loss_sum: torch.Tensor | None = None  # this process's losses, for the NaN/inf check
+    _bar: Any = None
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.best = self.best or {c.metric: c.start for c in self.criteria}
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def start(self, desc: str, progress: bool) -> None:
+        """Before the first step of this process: a progress bar (rank 0's) and a zero loss sum."""
+        self._loss_sum = torch.zeros((), device=next(self.model.parameters()).device)
+        enabled = progress and distributed.is_main()
+        self._bar = bar(total=self.total, initial=self.step, desc=desc, enabled=enabled)
+
+    def running(self, stop_after: int | None = None) -> bool:
+        """True while steps are left; `stop_after` ends early (to simulate a kill in tests)."""
+        return self.step < self.total and (stop_after is None or self.step < stop_after)
+
+    def advance(self, loss: torch.Tensor) -> None:
+        """After an optimizer step: the LR schedule, the EMA, the step count and the progress."""
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model)
+        self.step += 1
+        self._loss_sum += loss.detach()
+        self._bar.update(1)
+
+    def evaluate(
+        self,
+        log: dict,
+        test_xy: tuple[torch.Tensor, torch.Tensor],
+        attack: AttackConfig,
+        fid_fn: Callable[[nn.Module, int], float] | None = None,
+        fid_samples: int = 0,
+    ) -> dict:
+        """Evaluate, select, save: the selected weights (EMA when on) get clean and PGD accuracy on
+        test_xy (and, with `fid_fn`, the FID of `fid_samples` samples); `log` and these join the
+        history; each criterion's file keeps its best weights; last.pt and history.json are written."""
+        self.check_finite()
+        selected = self.ema.module if self.ema else self.model
+        metrics = log | robust_accuracy(selected, *test_xy, attack)
+        if fid_fn is not None and fid_samples > 0:
+            metrics["fid"] = float(fid_fn(selected, fid_samples))
+        self.history.append(metrics)
+        self._show(metrics)
+        for criterion in self.criteria:
+            if criterion.improves(self.best, metrics):
+                self.best = criterion.record(self.best, metrics)
+                self.save_weights(criterion.file, selected, metrics)
+        self.save()
+        self.write_history()
+        return metrics
+
+    def _show(self, metrics: dict) -> None:
+        shown = {"T": metrics["T"]} if "T" in metrics else {}
+        names = {"robust": "robust_acc", "clean": "clean_acc", "fid": "fid"}
+        shown |= {short: f"{metrics[name]:.3f}" for short, name in names.items() if name in metrics}
+        self._bar.set_postfix(**shown)
+
+    def checkpoint(self) -> None:
+        """last.pt, after the NaN/inf check."""
+        self.check_finite()
+        self.save()
+
+    def finish(self) -> dict:
+        """After the last step of this process: last.pt and final.pt (the selected weights of the
+        last step with its last evaluation); returns `result()`."""
+        self._bar.close()
+        self.check_finite()
+        self.save()
+        final = self.ema.module if self.ema else self.model
+        self.save_weights("final.pt", final, self.history[-1] if self.history else {})
+        distributed.barrier()  # no rank goes on before rank 0 has written
+        return self.result()
+
+    def check_finite(self) -> None:
+        """Stop on a NaN/inf loss, leaving the last good checkpoint and `nonfinite.json`, which
+        lets the next run resume from that checkpoint across a change of `runs.RECOVERY_KEYS`."""
+        if torch.isfinite(distributed.all_mean(self._loss_sum)):  # all ranks stop together
+            return
+        text = (
+            f"the loss became NaN/inf before step {self.step}; the last good checkpoint "
+            f"({self.out_dir / 'last.pt'}) was kept. Lower the learning rate (optim.lr) or the sampler "
+            "step size (stage2.sampler.step_size) in params.yaml and rerun: training resumes from it."
+        )
+        if distributed.is_main():
+            with atomic_open(self.out_dir / NONFINITE, "w") as f:
+                json.dump({"step": self.step, "message": text}, f)
+        raise NonFiniteLoss(text)
+
+    # --- files ------------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.seconds + time.time() - self._t0
+
+    def save(self, name: str = "last.pt") -> Path:
+        if not distributed.is_main():  # the ranks hold the same state; rank 0 writes it
+            return self.out_dir / name
+        payload = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "streams": {k: s.state_dict() for k, s in self.streams.items()},
+            "curriculum": self.curriculum.state_dict() if self.curriculum else None,
+            "step": self.step,
+            "seconds": self.elapsed(),
+            "history": self.history,
+            "best": self.best,
+            "key": self.key,
+            "config": self.config,
+            "git_rev": ckpt.git_revision(),
+            "versions": ckpt.library_versions(),
+            "rng": torch.get_rng_state(),
+        }
+        return ckpt.save(self.out_dir / name, payload)
+
+    def resume(self) -> bool:
+        """Continue out_dir/last.pt when its key equals ours (or differs in `runs.RECOVERY_KEYS`
+        only after a NaN/inf stop); otherwise move the earlier run aside whole (`runs.set_aside`).
+        True when resumed."""
+        path = self.out_dir / "last.pt"
+        state = ckpt.load(path) if path.exists() else None
+        distributed.barrier()  # every rank has read last.pt before rank 0 may move it
+        if state is None:
+            return False
+        old_key = state.get("key", {})
+        recovering = (
+            old_key != self.key and (self.out_dir / NONFINITE).is_file() and runs.recoverable(old_key, self.key)
+        )
+        if old_key != self.key and not recovering:
+            if distributed.is_main():
+                runs.set_aside(self.out_dir, runs.differences(old_key, self.key))
+            distributed.barrier()
+            return False
+        self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for k, s in self.streams.items():
+            s.load_state_dict(state["streams"][k])
+        if self.curriculum:
+            self.curriculum.load_state_dict(state["curriculum"])
+        self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        self.seconds, self._t0 = state["seconds"], time.time()
+        torch.set_rng_state(state["rng"])
+        if recovering:
+            self._recover(runs.differences(old_key, self.key))
+        return True
+
+    def _recover(self, diff: list[str]) -> None:
+        """After a NaN/inf stop: take the new learning rate (the schedule keeps its shape) and
+        note the change in the history."""
+        self.scheduler.base_lrs = [self.lr for _ in self.optimizer.param_groups]
+        for group, factor in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["initial_lr"] = self.lr
+            group["lr"] = self.lr * factor(self.scheduler.last_epoch)
+        self.history.append({"step": self.step, "resumed_after_nonfinite": diff})
+        warnings.warn(
+            f"resuming {self.out_dir} at step {self.step} after a NaN/inf stop with: {'; '.join(diff)}", stacklevel=3
+        )
+        if distributed.is_main():
+            (self.out_dir / NONFINITE).unlink()
+
+    def finished(self) -> bool:
+        """True when the run is complete on disk (resumed at its last step with final.pt written)."""
+        return self.step >= self.total and (self.out_dir / "final.pt").is_file()
+
+    def result(self, finished: bool = False) -> dict:
+        """What the loop returns; a finished run reports the seconds stored with it, so the
+        status.json written from it is byte-identical on every rerun (DVC then skips what follows)."""
+        seconds = self.seconds if finished else self.elapsed()
+        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": seconds}
+
+    def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
+        """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
+        holds the trained (non-EMA) weights of the same step. Both keys hold EMA-free weights
+        when EMA is off."""
+        if not distributed.is_main():
+            return self.out_dir / name
+        payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
+        payload |= {"ema": self.ema is not None, "key": self.key, "config": self.config}
+        payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
+        return ckpt.save(self.out_dir / name, payload)
+
+    def write_history(self) -> None:
+        if not distributed.is_main():
+            return
+        with atomic_open(self.out_dir / "history.json", "w") as f:
+            f.write(dumps_strict(self.history))
