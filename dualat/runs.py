@@ -59,9 +59,9 @@ NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, i
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
 # Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
 # the package without ".py" (see `excluded`): "reports" is the whole package reports/.
-NOT_TRAINING_CODE = ("evaluate", "explore", "reports", "paper_values", "records", "runs")
+NOT_TRAINING_CODE = ("evaluate", "explore", "reports", "paper_values", "progress", "records", "runs")
 # Modules that cannot change an evaluation's numbers.
-NOT_EVALUATION_CODE = ("explore", "reports", "paper_values", "runs")
+NOT_EVALUATION_CODE = ("explore", "reports", "paper_values", "progress", "runs")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
