@@ -1,4 +1,4 @@
-"""dualat.evaluate on tiny models and sizes (CPU, a few seconds each but the Inception smoke test)."""
+"""dualat.evaluation on tiny models and sizes (CPU, a few seconds each but the Inception smoke test)."""
 
 import dataclasses
 import json
