@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from dualat.sampling import sample_conditional, sample_unconditional
 
@@ -80,8 +81,6 @@ def generate(
 ) -> torch.Tensor:
     """Samples from seeds (N, C, H, W): conditional on `labels` (N,) (Eq. 14), or unconditional
     (Eq. 8) when labels is None. Runs on the model's device; returns CPU tensors in [0, 1]."""
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     out = []
     for i in tqdm(range(0, len(seeds), batch_size), desc="sampling", disable=not progress):

@@ -1,7 +1,7 @@
 """The proxy chain on one bare GPU machine, and its evaluation on the CPU afterwards.
 
 `run_chain` (called by scripts/gpu_proxy.sh) trains stage 1, RATIO and stage 2 with the normal
-`pipeline.train` under the `proxy` profile, draws class-conditional samples of each model and
+`stages.train` under the `proxy` profile, draws class-conditional samples of each model and
 writes at most 8 files (each < 16 MiB) to `out`:
 
     standard_at.pt, ratio.pt, dualat.pt   the reported weights as fp16 state dicts (~5.5 MB each)
@@ -13,18 +13,21 @@ clean-fid or pyautoattack. Stage 2 keeps the final EMA model (no FID on the GPU 
 Inception weights are not carried) and is cut short when the measured speed of stage 1 predicts
 that the whole chain would overrun `budget_s`.
 
-`ingest(run_dir)` evaluates those files on the CPU with the normal code (`evaluate.accuracy`:
-clean, PGD, AutoAttack, ECE; Inception features for FID with a bootstrap spread and KID) and
-writes results/proxy/proxy.json, which `reports.build` shows as the proxy section.
+`ingest(run_dir)` evaluates those files on the CPU with the normal code
+(`evaluation.classification.accuracy`: clean, PGD, AutoAttack, ECE; Inception features for FID
+with a bootstrap spread and KID) and writes results/proxy/proxy.json, which `reports.build`
+shows as the proxy section.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,9 +35,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from dualat import config, pipeline
+from dualat import artifacts, checkpoint, config, datasets, fid_reference, model_io, stages
 from dualat.config import METHODS, Config
+from dualat.data import test_transform
+from dualat.generate import balanced_labels, generate, images_at, report_indices, seed_split, selection_size
+from dualat.metrics import feature_stats, fid_from_stats, kid
+from dualat.records import write_record
 
 OUT_FILES = 8  # what comes back from the GPU machine: at most 8 files,
 FILE_BYTES = 16 << 20  # each at most 16 MiB,
@@ -48,7 +56,7 @@ SHARDS = (
     "tinyimagenet32_train50pc_00.npz",
 )
 RESULTS = Path("results/proxy")
-HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack")  # absent from the bare GPU machine
+HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack", "matplotlib")  # absent from the bare GPU machine
 
 
 # --- cost model -------------------------------------------------------------------------------------
@@ -56,8 +64,6 @@ HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack")  # absent from the bare
 
 def forward_flops(model: torch.nn.Module, image_size: int = 32) -> float:
     """FLOPs of one forward pass of one image (torch.utils.flop_counter; a multiply-add = 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     p = next(model.parameters())
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.rand(1, 3, image_size, image_size, device=p.device))
@@ -66,15 +72,15 @@ def forward_flops(model: torch.nn.Module, image_size: int = 32) -> float:
 
 def chain_flops(cfg: Config, F: float, T_mean: float, stage2_steps: int | None = None) -> dict[str, float]:
     """Counted-FLOP estimate of each part: an attack/sampler step ~2F per image, a training pass ~4F."""
-    s1, s2, K = cfg.stage1, cfg.stage2, cfg.stage1.attack.steps
-    steps1 = s1.epochs * -(-cfg.data.n_train // s1.batch_size)
-    steps2 = -(-s2.images // s2.batch_size) if stage2_steps is None else stage2_steps
-    n, st = cfg.sample.n_samples, cfg.sample.steps
+    stage1, stage2, K = cfg.stage1, cfg.stage2, cfg.stage1.attack.steps
+    steps1 = stage1.epochs * -(-cfg.data.n_train // stage1.batch_size)
+    steps2 = -(-stage2.images // stage2.batch_size) if stage2_steps is None else stage2_steps
+    n, T = cfg.sample.n_samples, cfg.sample.steps
     return {
-        "standard_at": steps1 * s1.batch_size * F * (2 * K + 4),
-        "ratio": steps1 * s1.batch_size * F * (2 * K + 4 + 2 * cfg.ratio.ood_attack.steps + 4),
-        "dualat": steps2 * s2.batch_size * F * (2 * T_mean + 2 * s2.attack.steps + 12),
-        "sampling": n * 2 * F * (st.standard_at + st.ratio + st.dualat),
+        "standard_at": steps1 * stage1.batch_size * F * (2 * K + 4),
+        "ratio": steps1 * stage1.batch_size * F * (2 * K + 4 + 2 * cfg.ratio.ood_attack.steps + 4),
+        "dualat": steps2 * stage2.batch_size * F * (2 * T_mean + 2 * stage2.attack.steps + 12),
+        "sampling": n * 2 * F * (T.standard_at + T.ratio + T.dualat),
     }
 
 
@@ -124,12 +130,10 @@ def fit_stage1(cfg: Config, probe_dir: Path, seconds: float) -> Config:
     Times PROBE_STEPS[1] RATIO steps (after PROBE_STEPS[0] warm-up steps, setup included: an
     overestimate) and scales a standard-AT step by its share of the counted FLOPs (2K + 4 of
     2K + 4 + 2K' + 4 forward units). The probe's folder is deleted afterwards."""
-    import shutil  # only here: the probe's scratch folder
-
     warm, timed = PROBE_STEPS
-    pipeline.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm)
+    stages.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm)
     t0 = time.time()
-    pipeline.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm + timed)
+    stages.train(cfg, "ratio", probe_dir, progress=False, stop_after=warm + timed)
     s_ratio = (time.time() - t0) / timed
     shutil.rmtree(probe_dir)
     flops = chain_flops(cfg, 1.0, 0.0)
@@ -146,14 +150,16 @@ def export(
 ) -> None:
     """out/<method>.pt (fp16 weights) and out/samples_<method>.npz, drawn from those fp16 weights
     so that what is evaluated afterwards is exactly what sampled."""
-    from dualat.generate import generate
-
     weights = half_state(model)
     torch.save(weights, out / f"{method}.pt")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     T = getattr(cfg.sample.steps, method)
     x = generate(model, seeds, T, cfg.sample.step_size, labels, cfg.sample.batch_size)  # (N, 3, 32, 32) CPU
     np.savez_compressed(out / f"samples_{method}.npz", x=to_uint8(x), y=labels.numpy(), steps=T)
+
+
+# The weights each method reports; dualat: the final EMA model (no FID on the GPU machine).
+FILES = {"standard_at": "best.pt", "ratio": "best.pt", "dualat": "final.pt"}
 
 
 def run_chain(
@@ -171,9 +177,6 @@ def run_chain(
     With `stage1_share`, stage 1 + RATIO get at most that share of it (`fit_stage1`; run.json
     records the epochs planned and run); stage 2 is cut to the time left in any case.
     """
-    from dualat.data import test_transform
-    from dualat.generate import balanced_labels, images_at, report_indices, seed_split, selection_size
-
     t_start = time.time()
     out, work = Path(out), Path(work)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,39 +184,17 @@ def run_chain(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    reason = pipeline.missing_data(cfg)
+    reason = datasets.missing_data(cfg)
     if reason is not None:
         raise RuntimeError(str(reason))
-    F = forward_flops(pipeline.new_model(cfg))
+    F = forward_flops(model_io.new_model(cfg))
     epochs_planned = cfg.stage1.epochs
     if stage1_share is not None:
         cfg = fit_stage1(cfg, work / "probe", stage1_share * budget_s - (time.time() - t_start))
     dirs = {m: work / "models" / cfg.data.dataset / m for m in METHODS}
-    seconds: dict[str, float] = {}
-    status: dict[str, dict] = {}
-    for method in ("standard_at", "ratio"):
-        t0 = time.time()
-        status[method] = pipeline.train(cfg, method, dirs[method], progress=progress)
-        seconds[method] = time.time() - t0
-    cap = stage2_cap(cfg, F, seconds["standard_at"] + seconds["ratio"], budget_s - (time.time() - t_start))
-    steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
+    status, seconds, steps2 = _train_chain(cfg, dirs, F, t_start + budget_s, progress)
     t0 = time.time()
-    status["dualat"] = pipeline.train(
-        cfg, "dualat", dirs["dualat"], init=dirs["standard_at"] / "best.pt", progress=progress,
-        stop_after=cap if cap < steps2 else None,
-    )  # fmt: skip
-    seconds["dualat"] = time.time() - t0
-    files = {"standard_at": "best.pt", "ratio": "best.pt", "dualat": "final.pt"}  # dualat: final EMA
-    # the pipeline's first reporting seeds (generate.seed_split: disjoint from the selection block)
-    source = pipeline.ood_set(cfg, test_transform(cfg.data.dataset))
-    _, pool = seed_split(len(source), selection_size(cfg), cfg.sample.selection_seed)
-    seeds = images_at(source, report_indices(pool, cfg.sample.n_samples, cfg.sample.seeds[0]))
-    labels = balanced_labels(cfg.sample.n_samples, cfg.data.num_classes)
-    t0 = time.time()
-    for method in METHODS:
-        export(cfg, pipeline.load_model(cfg, dirs[method] / files[method]), method, seeds, labels, out)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    _export_samples(cfg, dirs, out)
     seconds["sampling"] = time.time() - t0
     seconds["total"] = time.time() - t_start
     done = {m: status[m]["steps"] for m in METHODS}
@@ -230,13 +211,48 @@ def run_chain(
         "stage2_steps_planned": steps2,
         "stage2_cut_short": done["dualat"] < steps2,
         "final_T": status["dualat"]["T"],
-        "selected": {m: f"{m}/{files[m]}" for m in METHODS},
+        "selected": {m: f"{m}/{FILES[m]}" for m in METHODS},
         "val": {m: status[m]["best"] for m in METHODS},
         "history": {m: _history(dirs[m]) for m in METHODS},
         "config": config.to_dict(cfg),
     }
     (out / "run.json").write_text(json.dumps(info, indent=1, default=str))
     return info
+
+
+def _train_chain(
+    cfg: Config, dirs: dict[str, Path], F: float, deadline: float, progress: bool
+) -> tuple[dict[str, dict], dict[str, float], int]:
+    """Train standard_at, ratio, then dualat from standard_at's best.pt, cut short to end by
+    `deadline` (a time.time()) at the speed stage 1 ran; (statuses, seconds, planned stage-2 steps)."""
+    seconds: dict[str, float] = {}
+    status: dict[str, dict] = {}
+    for method in ("standard_at", "ratio"):
+        t0 = time.time()
+        status[method] = stages.train(cfg, method, dirs[method], progress=progress)
+        seconds[method] = time.time() - t0
+    cap = stage2_cap(cfg, F, seconds["standard_at"] + seconds["ratio"], deadline - time.time())
+    steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
+    t0 = time.time()
+    status["dualat"] = stages.train(
+        cfg, "dualat", dirs["dualat"], init=dirs["standard_at"] / "best.pt", progress=progress,
+        stop_after=cap if cap < steps2 else None,
+    )  # fmt: skip
+    seconds["dualat"] = time.time() - t0
+    return status, seconds, steps2
+
+
+def _export_samples(cfg: Config, dirs: dict[str, Path], out: Path) -> None:
+    """`export` each method's reported weights and samples from the pipeline's first reporting
+    seeds (generate.seed_split: disjoint from the selection block)."""
+    source = datasets.ood_set(cfg, test_transform(cfg.data.dataset))
+    _, pool = seed_split(len(source), selection_size(cfg), cfg.sample.selection_seed)
+    seeds = images_at(source, report_indices(pool, cfg.sample.n_samples, cfg.sample.seeds[0]))
+    labels = balanced_labels(cfg.sample.n_samples, cfg.data.num_classes)
+    for method in METHODS:
+        export(cfg, model_io.load_model(cfg, dirs[method] / FILES[method]), method, seeds, labels, out)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _history(folder: Path) -> list:
@@ -271,66 +287,67 @@ def ingest(
 ) -> dict:
     """Evaluate the files of `run_chain` on this machine; write out_dir/proxy.json and return it.
 
-    Per method: evaluate.accuracy (clean on `data.n_test`, PGD, AutoAttack on `autoattack_n`, ECE)
-    of the fp16 weights, FID of the samples to `sample.fid_ref_n` training images with the spread
-    of `n_boot` bootstrap resamples of the samples, KID (mean, std over subsets); `n_samples`
-    evaluates only the first that many samples (labels i mod K: balanced). `features` maps
-    images (N, 3, H, W) in [0, 1] to (N, D) (default: the FID Inception network).
+    Per method: evaluation.classification.accuracy (clean on `data.n_test`, PGD, AutoAttack on
+    `autoattack_n`, ECE) of the fp16 weights, FID of the samples to `sample.fid_ref_n` training
+    images with the spread of `n_boot` bootstrap resamples of the samples, KID (mean, std over
+    subsets); `n_samples` evaluates only the first that many samples (labels i mod K: balanced).
+    `features` maps images (N, 3, H, W) in [0, 1] to (N, D) (default: the FID Inception network).
     """
-    from dualat import checkpoint, evaluate
-    from dualat.metrics import feature_stats, fid_from_stats, kid
-    from dualat.records import write_record
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = json.loads((run_dir / "run.json").read_text())
     t0 = time.time()
-    features = features or pipeline.inception(cfg)
+    features = features or fid_reference.inception(cfg)
     ref_path = out_dir / "fid_ref" / "stats.npz"
-    mu, sigma = pipeline.reference_stats(cfg, ref_path, features)
+    mu, sigma = fid_reference.reference_stats(cfg, ref_path, features)
     with np.load(ref_path.with_name("features.npz")) as f:
         real = f["feats"].astype(np.float64)
     rng = np.random.default_rng(cfg.sample.seeds[0])
     metrics: dict[str, Any] = {}
     for method in METHODS:
-        state = torch.load(run_dir / f"{method}.pt", map_location="cpu")
-        folder = out_dir / "models" / method
-        checkpoint.save(
-            folder / "model.pt", {"model": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
-        )
-        pipeline.write_status(folder, None, method=method, source=str(run_dir))
-        acc = evaluate.accuracy(cfg, method, folder / "model.pt", out_dir / method, progress=progress)
+        acc = _accuracy_of_weights(run_dir, cfg, method, out_dir, progress)
         with np.load(run_dir / f"samples_{method}.npz") as f:
             x = torch.from_numpy(f["x"][:n_samples]).permute(0, 3, 1, 2).float() / 255
+            steps = int(f["steps"])
         feats = features(x)
         boots = [
             fid_from_stats(*feature_stats(feats[rng.integers(0, len(feats), len(feats))]), mu, sigma)
             for _ in range(n_boot)
         ]
         k = kid(feats, real, cfg.sample.kid_subsets, min(kid_subset, len(feats), len(real)), cfg.sample.seeds[0])
-        metrics[method] = {
-            "clean_acc": acc["clean_acc"],
-            "pgd_acc": acc["pgd_acc"],
-            "autoattack_acc": acc["autoattack"]["robust_acc"],
-            "n_test": acc["n_test"],
-            "n_autoattack": acc["autoattack"]["n"],
+        metrics[method] = acc | {
             "fid": fid_from_stats(*feature_stats(feats), mu, sigma),
             "fid_boot_std": float(np.std(boots, ddof=1)) if n_boot > 1 else None,
             "kid": k["mean"],
             "kid_std": k["std"],
             "n_samples": len(feats),
-            "steps": int(np.load(run_dir / f"samples_{method}.npz")["steps"]),
+            "steps": steps,
         }
-    summary = {
-        "methods": metrics,
-        "run": {
-            k: run[k]
-            for k in ("hardware", "seconds", "steps", "final_T", "stage2_cut_short", "forward_gflop", "achieved_tflops")
-        },
-    }
+    keys = ("hardware", "seconds", "steps", "final_T", "stage2_cut_short", "forward_gflop", "achieved_tflops")
+    summary = {"methods": metrics, "run": {k: run[k] for k in keys}}
     write_record(
         out_dir / "proxy.json", summary, config=config.to_dict(cfg), checkpoint=None, wall_seconds=time.time() - t0
     )
     return summary
+
+
+def _accuracy_of_weights(run_dir: Path, cfg: Config, method: str, out_dir: Path, progress: bool) -> dict:
+    """Clean, PGD and AutoAttack accuracy of run_dir/<method>.pt (fp16 weights, evaluated in fp32
+    as out_dir/models/<method>/model.pt with the pipeline's accuracy evaluation)."""
+    from dualat.evaluation.classification import accuracy  # lazy: matplotlib, absent on the GPU machine
+
+    state = torch.load(run_dir / f"{method}.pt", map_location="cpu")
+    folder = out_dir / "models" / method
+    fp32 = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    checkpoint.save(folder / "model.pt", {"model": fp32})
+    artifacts.write_status(folder, None, method=method, source=str(run_dir))
+    acc = accuracy(cfg, method, folder / "model.pt", out_dir / method, progress=progress)
+    return {
+        "clean_acc": acc["clean_acc"],
+        "pgd_acc": acc["pgd_acc"],
+        "autoattack_acc": acc["autoattack"]["robust_acc"],
+        "n_test": acc["n_test"],
+        "n_autoattack": acc["autoattack"]["n"],
+    }
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -355,8 +372,6 @@ def load_proxy_config(params: str | Path, overrides: list[str], data: str | None
 
 def run_config(run_dir: str | Path, overrides: list[str] = (), data: str | None = None) -> Config:
     """The settings a run was made with (its run.json), with KEY=VALUE overrides (e.g. evaluate.*)."""
-    import copy
-
     raw = copy.deepcopy(json.loads((Path(run_dir) / "run.json").read_text())["config"])
     for dotted, value in _overrides(list(overrides)).items():
         config._set_dotted(raw, dotted, value)
@@ -388,8 +403,6 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. stage2.images=1280")
     args = ap.parse_args(argv)
     if args.command == "stage":
-        import shutil
-
         Path(args.dest).mkdir(parents=True, exist_ok=True)
         for name in SHARDS:
             shutil.copy2(Path(args.source) / name, Path(args.dest) / name)

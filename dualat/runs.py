@@ -16,7 +16,7 @@ The rule (README, "Resume"):
   `RECOVERY_KEYS` only (a lower learning rate or sampler step): the advice of the error message.
 
 Evaluation records are reused the same way: a record whose key (config, checkpoint sha256, code
-hash) equals the current one is returned instead of recomputed (`dualat.evaluate`).
+hash) equals the current one is returned instead of recomputed (`dualat.evaluation.runner`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PACKAGE = Path(__file__).resolve().parent
 RESUME_KEYS: dict[str, tuple[str, ...]] = {
     "standard_at": ("data", "model", "stage1"),
     "ratio": ("data", "model", "stage1", "ratio"),
-    # stage 2 also reads the sampler settings of the training-time FID (`pipeline.sample_fid_fn`)
+    # stage 2 also reads the sampler settings of the training-time FID (`fid_reference.sample_fid_fn`)
     "dualat": (
         "data",
         "model",
@@ -58,8 +58,8 @@ NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, i
 # What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
 # Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
-# the package without ".py" (see `excluded`): "reports" is the whole package reports/.
-NOT_TRAINING_CODE = ("evaluate", "explore", "reports", "paper_values", "progress", "records", "runs")
+# the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
+NOT_TRAINING_CODE = ("evaluation", "explore", "reports", "paper_values", "progress", "records", "runs")
 # Modules that cannot change an evaluation's numbers.
 NOT_EVALUATION_CODE = ("explore", "reports", "paper_values", "progress", "runs")
 

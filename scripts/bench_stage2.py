@@ -27,11 +27,15 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dualat import config  # noqa: E402
+from dualat.curriculum import Curriculum  # noqa: E402
+from dualat.data import BatchStream, DataMissingError, generative_transform, get_dataset  # noqa: E402
 from dualat.models import WideResNet  # noqa: E402
 from dualat.train import freeze_bn, make_optimizer, stage2_step  # noqa: E402
 
@@ -57,8 +61,7 @@ def peak(device: torch.device) -> tuple[float, float] | None:
 
 
 def forward_flops(model: torch.nn.Module, device: torch.device) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """FLOPs of one forward pass of one 32x32 image (torch.utils.flop_counter)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.rand(1, 3, 32, 32, device=device))
     return float(counter.get_total_flops())
@@ -155,9 +158,6 @@ def bench(args) -> None:
 
 def compare_bf16(args) -> None:
     """Stage-2 trajectories of fp32 and bf16 autocast from the same weights and batches."""
-    from dualat.curriculum import Curriculum
-    from dualat.data import BatchStream, DataMissingError, generative_transform, get_dataset
-
     B, steps = args.batch, args.compare_bf16
     root = os.environ.get("DUALAT_DATA") or str(ROOT.parent / "shared" / "datasets")
     aug = generative_transform("cifar10", "crop_flip")
@@ -168,8 +168,6 @@ def compare_bf16(args) -> None:
         )
         source = f"CIFAR-10 / Tiny-ImageNet shards in {root}"
     except DataMissingError:
-        from torch.utils.data import TensorDataset
-
         cls = TensorDataset(torch.rand(512, 3, 32, 32), torch.randint(0, 10, (512,)))
         ood = TensorDataset(torch.rand(512, 3, 32, 32), torch.zeros(512, dtype=torch.long))
         source = "random images (no shards found)"

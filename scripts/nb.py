@@ -8,12 +8,12 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
 import sys
 from pathlib import Path
 
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
 
 def main(argv: list[str]) -> None:
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-
     name, tag, *pairs = argv
     bad = [p for p in pairs if "=" not in p]
     if bad:

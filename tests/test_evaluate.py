@@ -1,4 +1,4 @@
-"""dualat.evaluate on tiny models and sizes (CPU, a few seconds each but the Inception smoke test)."""
+"""dualat.evaluation on tiny models and sizes (CPU, a few seconds each but the Inception smoke test)."""
 
 import dataclasses
 import json
@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualat import checkpoint, evaluate, pipeline
+from dualat import artifacts, checkpoint, datasets, fid_reference, model_io
 from dualat.config import load
+from dualat.evaluation import classification, counterfactuals, generation, ood_detection, runner
 from dualat.models import CIFAR_MEAN, CIFAR_STD, Normalize
 from dualat.records import NotComputed, read_record
 from tests.conftest import shared_data_root
@@ -32,7 +33,7 @@ def _cfg(root=ROOT, **overrides):
 def _save(model: nn.Module, folder: Path) -> Path:
     """A checkpoint and status.json as the training code writes them."""
     path = checkpoint.save(folder / "final.pt", {"model": model.state_dict()})
-    pipeline.write_status(folder, None)
+    artifacts.write_status(folder, None)
     return path
 
 
@@ -58,9 +59,9 @@ class TinyNet(nn.Module):
 
 @pytest.fixture
 def tiny_net_models(monkeypatch):
-    """pipeline.load_model builds TinyNet instead of the config's WRN (AutoAttack and attacks in
+    """model_io.load_model builds TinyNet instead of the config's WRN (AutoAttack and attacks in
     seconds); the WRN path is exercised by the generation test."""
-    monkeypatch.setattr(pipeline, "new_model", lambda cfg: TinyNet(cfg.data.num_classes))
+    monkeypatch.setattr(model_io, "new_model", lambda cfg: TinyNet(cfg.data.num_classes))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def trained_tiny():
     if ROOT is None:
         pytest.skip("offline CIFAR-10 shards not found")
     torch.manual_seed(0)
-    x, y = pipeline.stack(pipeline.train_set(_cfg()), 512)
+    x, y = datasets.stack(datasets.train_set(_cfg()), 512)
     model = TinyNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     g = torch.Generator().manual_seed(0)
@@ -104,7 +105,7 @@ def test_accuracy_order_and_record(trained_tiny, tiny_net_models, tmp_path, monk
     _quick_autoattack(monkeypatch)
     cfg = _cfg(**{"evaluate.autoattack_n": 32, "evaluate.autoattack_eps": 0.5})
     path = _save(trained_tiny, tmp_path / "model")
-    m = evaluate.accuracy(cfg, "standard_at", path, tmp_path / "eval", progress=False)
+    m = classification.accuracy(cfg, "standard_at", path, tmp_path / "eval", progress=False)
     aa = m["autoattack"]
     assert m["n_test"] == aa["n"] == 32
     assert m["clean_acc"] > 0.15  # the model has learnt something
@@ -124,7 +125,7 @@ def test_accuracy_order_and_record(trained_tiny, tiny_net_models, tmp_path, monk
     # Another checkpoint in the same folder must not resume this model's AutoAttack results.
     checkpoint.save(path, {"model": TinyNet().state_dict()})
     monkeypatch.setattr("pyautoattack.AutoAttack.run_standard_evaluation", _no_attack)
-    other = evaluate.accuracy(cfg, "standard_at", path, tmp_path / "eval", progress=False)
+    other = classification.accuracy(cfg, "standard_at", path, tmp_path / "eval", progress=False)
     assert other["clean_acc"] != m["clean_acc"]
     assert other["autoattack"]["clean_acc"] == pytest.approx(other["clean_acc"])
 
@@ -145,7 +146,7 @@ def test_counterfactuals_stay_in_ball_and_raise_target():
     with torch.no_grad():
         before = model(x).gather(1, t[:, None]).squeeze(1)
     for eps in (0.5, 2.0):
-        x_cf = evaluate.counterfactual_images(model, x, t, eps, cfg.evaluate)
+        x_cf = counterfactuals.counterfactual_images(model, x, t, eps, cfg.evaluate)
         assert (x_cf - x).flatten(1).norm(dim=1).max() <= eps * (1 + 1e-5)
         assert x_cf.min() >= 0 and x_cf.max() <= 1
         with torch.no_grad():
@@ -164,14 +165,18 @@ def test_counterfactuals_record_and_feature_cache(tiny_net_models, tmp_path):
         return _pooled(x)
 
     cache = tmp_path / "cf_real.npz"
-    m = evaluate.counterfactuals(cfg, "dualat", path, tmp_path / "eval", cache, features=features, progress=False)
+    m = counterfactuals.counterfactuals(
+        cfg, "dualat", path, tmp_path / "eval", cache, features=features, progress=False
+    )
     assert m["eps"] == [0.5, 2.0] and m["n"] == 40
     assert all(math.isfinite(f) and f > 0 for f in m["fid"])
     assert all(0 <= c <= 1 for c in m["confidence"])
     assert len(m["per_class_fid"]) == 2 and all(len(p) == 10 for p in m["per_class_fid"])
     assert cache.is_file() and sum(sizes) == 100 + 2 * 40  # real set once, then each eps
     sizes.clear()
-    again = evaluate.counterfactuals(cfg, "dualat", path, tmp_path / "eval", cache, features=features, progress=False)
+    again = counterfactuals.counterfactuals(
+        cfg, "dualat", path, tmp_path / "eval", cache, features=features, progress=False
+    )
     assert sum(sizes) == 2 * 40  # real features came from the cache
     assert again["fid"] == pytest.approx(m["fid"]) and again["confidence"] == pytest.approx(m["confidence"])
     assert (tmp_path / "eval" / "counterfactuals.png").is_file()
@@ -187,7 +192,7 @@ def test_ood_missing_set_is_not_computed(tiny_net_models, tmp_path):
     sets = ["cifar100", "svhn", "tinyimagenet32", "noise"]  # the first two are not in the offline root
     cfg = _cfg(**{"evaluate.ood_n": 16, "evaluate.ood_sets": sets, "evaluate.ood_attack.steps": 2})
     path = _save(TinyNet(), tmp_path / "model")
-    m = evaluate.ood(cfg, "ratio", path, tmp_path / "eval", progress=False)
+    m = ood_detection.ood(cfg, "ratio", path, tmp_path / "eval", progress=False)
     assert m["n_id"] == 32 and m["ood_n"] == 16
     for name in ("cifar100", "svhn"):
         assert isinstance(m["sets"][name], NotComputed)
@@ -207,7 +212,7 @@ def test_ood_attacks_lower_the_auroc(tiny_net_models, tmp_path):
     torch.manual_seed(0)
     cfg = _cfg(**{"evaluate.ood_n": 16, "evaluate.ood_sets": ["noise"], "evaluate.ood_attack.steps": 3})
     path = _save(TinyNet(), tmp_path / "model")
-    cell = evaluate.ood(cfg, "ratio", path, tmp_path / "eval", progress=False)["sets"]["noise"]
+    cell = ood_detection.ood(cfg, "ratio", path, tmp_path / "eval", progress=False)["sets"]["noise"]
     for score in ("max_prob", "neg_energy"):
         assert cell[score]["adversarial"] <= cell[score]["clean"]
 
@@ -217,18 +222,18 @@ def test_ood_attacks_lower_the_auroc(tiny_net_models, tmp_path):
 
 def test_not_computed_model_gives_not_computed_records(tmp_path):
     folder = tmp_path / "model"
-    pipeline.write_status(folder, NotComputed("cifar100: data not found"))
+    artifacts.write_status(folder, NotComputed("cifar100: data not found"))
     cfg = _cfg()
     path = folder / "final.pt"  # never written
     out = tmp_path / "eval"
     results = {
-        "accuracy": evaluate.accuracy(cfg, "dualat", path, out),
-        "generation": evaluate.generation(cfg, "dualat", path, tmp_path / "ref.npz", out),
-        "counterfactuals": evaluate.counterfactuals(cfg, "dualat", path, out),
-        "ood": evaluate.ood(cfg, "dualat", path, out),
+        "accuracy": classification.accuracy(cfg, "dualat", path, out),
+        "generation": generation.generation(cfg, "dualat", path, tmp_path / "ref.npz", out),
+        "counterfactuals": counterfactuals.counterfactuals(cfg, "dualat", path, out),
+        "ood": ood_detection.ood(cfg, "dualat", path, out),
     }
     for group, metrics in results.items():
-        assert set(metrics) == set(evaluate.METRIC_KEYS[group])
+        assert set(metrics) == set(runner.METRIC_KEYS[group])
         record = json.loads((out / f"{group}.json").read_text())
         flat = list(record["metrics"].values())
         if group == "ood":
@@ -240,7 +245,7 @@ def test_not_computed_model_gives_not_computed_records(tmp_path):
 
 def test_missing_data_gives_not_computed_record(tiny_wrn, tmp_path):
     path = _save(tiny_wrn, tmp_path / "model")
-    m = evaluate.accuracy(_cfg(root=tmp_path / "empty"), "standard_at", path, tmp_path / "eval", progress=False)
+    m = classification.accuracy(_cfg(root=tmp_path / "empty"), "standard_at", path, tmp_path / "eval", progress=False)
     assert isinstance(m["clean_acc"], NotComputed) and "cifar10" in m["clean_acc"].reason
 
 
@@ -265,7 +270,7 @@ def test_generation_smoke(tiny_wrn, tmp_path):
     cfg = _cfg(**overrides)
     path = _save(tiny_wrn, tmp_path / "model")
     out = tmp_path / "eval"
-    m = evaluate.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", out, progress=False)
+    m = generation.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", out, progress=False)
     for key in ("fid_conditional", "fid_unconditional", "fid_conditional_std", "fid_unconditional_std"):
         assert isinstance(m[key], float) and math.isfinite(m[key]) and m[key] > 0
     assert [r["seed"] for r in m["per_seed"]] == [0, 1]
@@ -276,8 +281,8 @@ def test_generation_smoke(tiny_wrn, tmp_path):
     assert math.isfinite(m["control"]["fid"]) and m["control"]["fid"] > 0
     assert "missing_is.pth" in m["inception_score"].reason
     p = m["fid_protocol"]
-    assert p["mode"] == "clean" and p["n"] == 12 and p["reference"]["key"] == pipeline.fid_ref_key(cfg)
-    assert p["weights_sha256"] == pipeline.fid_weights(cfg)["sha256"] and len(p["weights_sha256"]) == 64
+    assert p["mode"] == "clean" and p["n"] == 12 and p["reference"]["key"] == fid_reference.fid_ref_key(cfg)
+    assert p["weights_sha256"] == fid_reference.fid_weights(cfg)["sha256"] and len(p["weights_sha256"]) == 64
     seeds = m["seeds"]
     assert seeds["permutation_seeds"] == [0, 1] and seeds["n_source"] == 20 and seeds["n_selection"] == 4
     assert len(set(seeds["first_indices_sha256"])) == 2
@@ -302,11 +307,11 @@ def test_generation_without_fid_weights_is_not_computed(tiny_wrn, tmp_path, monk
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     cfg = _cfg(**{"sample.fid_mode": "legacy_pytorch"})
     path = _save(tiny_wrn, tmp_path / "model")
-    m = evaluate.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", tmp_path / "eval", progress=False)
+    m = generation.generation(cfg, "dualat", path, tmp_path / "fid_ref.npz", tmp_path / "eval", progress=False)
     for key in ("fid_conditional", "fid_unconditional", "kid_conditional", "control", "per_seed"):
         assert isinstance(m[key], NotComputed) and "pt_inception-2015-12-05" in m[key].reason
     assert m["fid_protocol"]["mode"] == "legacy_pytorch" and m["fid_protocol"]["weights"] is None
-    assert "legacy_pytorch" in pipeline.fid_ref_key(cfg)["mode"]
+    assert "legacy_pytorch" in fid_reference.fid_ref_key(cfg)["mode"]
     assert not (tmp_path / "fid_ref.npz").exists()
 
 
@@ -339,13 +344,13 @@ def test_sample_fid_fn_uses_the_selection_block(monkeypatch):
 
     cfg = _cfg(**{"data.n_ood": 300})
     seen = []
-    monkeypatch.setattr(pipeline, "inception", lambda cfg: lambda x: np.zeros((len(x), 4)))
-    monkeypatch.setattr(pipeline, "reference_stats", lambda *a, **k: None)
-    monkeypatch.setattr(pipeline, "ood_set", lambda cfg, t=None: list(range(300)))
+    monkeypatch.setattr(fid_reference, "inception", lambda cfg: lambda x: np.zeros((len(x), 4)))
+    monkeypatch.setattr(fid_reference, "reference_stats", lambda *a, **k: None)
+    monkeypatch.setattr(datasets, "ood_set", lambda cfg, t=None: list(range(300)))
     monkeypatch.setattr(generate, "images_at", lambda ds, idx: seen.append(np.array(idx)) or torch.zeros(0))
     monkeypatch.setattr(generate, "generate", lambda *a, **k: torch.zeros(4, 3, 32, 32))
     monkeypatch.setattr("dualat.metrics.fid_to_reference", lambda f, p: 1.0)
-    pipeline.sample_fid_fn(cfg, "unused")(None, 40)
+    fid_reference.sample_fid_fn(cfg, "unused")(None, 40)
     selection, pool = generate.seed_split(300, generate.selection_size(cfg), cfg.sample.selection_seed)
     assert np.array_equal(seen[0], selection[:40])
     assert not set(seen[0]) & set(generate.report_indices(pool, cfg.sample.n_samples, cfg.sample.seeds[0]))

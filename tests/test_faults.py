@@ -4,6 +4,7 @@ Each test names the point of the "trustworthy runs" issue it covers (README: Res
 Tiny WRN-10-1 runs on random tensors; a few seconds each.
 """
 
+import ast
 import dataclasses
 import json
 import os
@@ -21,8 +22,9 @@ import torch
 import yaml
 from test_train import STAGE1, _model, _same_weights, _streams, _test_xy
 
-from dualat import checkpoint, config, evaluate, pipeline, runs
+from dualat import artifacts, checkpoint, config, fid_reference, model_io, runs
 from dualat.config import ConfigError
+from dualat.evaluation import classification, counterfactuals, generation, ood_detection, runner
 from dualat.metrics import cached_stats
 from dualat.records import atomic_open, write_record
 from dualat.train import NONFINITE, NonFiniteLoss, train_stage1
@@ -95,6 +97,21 @@ def test_code_hash_ignores_comments_but_not_code(tmp_path, monkeypatch):
     assert runs.code_hash() == h0
     (pkg / "train.py").write_text("def step(x):\n    return x + 2\n")
     assert runs.code_hash() != h0
+
+
+def test_evaluation_code_is_outside_the_training_hash_only():
+    """The code hashes exclude modules by file name: each excluded name must name exactly one
+    module of the package (else it would exclude a training module of the same name), every
+    evaluation module is excluded from the training hash and none from the evaluation hash, and
+    dualat/evaluation/__init__.py (in the training hash, its name being shared) holds no code."""
+    package = Path(runs.__file__).parent
+    names = [p.name for p in package.rglob("*.py")]
+    for excluded in (*runs.NOT_TRAINING_CODE, *runs.NOT_EVALUATION_CODE):
+        assert names.count(excluded) == 1, excluded
+    evaluation = [p for p in (package / "evaluation").glob("*.py") if p.name != "__init__.py"]
+    assert {p.name for p in evaluation} <= set(runs.NOT_TRAINING_CODE) - set(runs.NOT_EVALUATION_CODE)
+    init = ast.parse((package / "evaluation" / "__init__.py").read_text()).body
+    assert len(init) == 1 and isinstance(init[0].value, ast.Constant)  # the docstring only
 
 
 def test_finished_run_is_not_rewritten_and_new_code_retrains(tmp_path):
@@ -223,10 +240,10 @@ def test_fid_reference_is_keyed(tmp_path):
 
 def test_fid_ref_key_names_its_sources():
     cfg = config.load(PARAMS, dataset="cifar10", profile="quick")
-    key = pipeline.fid_ref_key(cfg)
+    key = fid_reference.fid_ref_key(cfg)
     assert {"profile", "dataset", "split", "n", "data", "mode", "weights"} <= set(key)
     paper = config.load(PARAMS, dataset="cifar10", profile="paper")
-    assert pipeline.fid_ref_key(paper) != key
+    assert fid_reference.fid_ref_key(paper) != key
 
 
 # --- 6: no orphan temp files; seconds add up over resumes; strict JSON ---------------------------
@@ -255,7 +272,7 @@ def test_records_are_strict_json(tmp_path):
 
     write_record(tmp_path / "r.json", {"fid": float("inf"), "x": [float("nan"), 1.0]}, config={}, checkpoint=None)
     assert strict((tmp_path / "r.json").read_text())["metrics"] == {"fid": None, "x": [None, 1.0]}
-    pipeline.write_status(tmp_path / "s", None, best={"fid": float("inf")})
+    artifacts.write_status(tmp_path / "s", None, best={"fid": float("inf")})
     assert strict((tmp_path / "s" / "status.json").read_text())["best"]["fid"] is None
 
 
@@ -267,25 +284,25 @@ def _quick_cfg(**overrides):
 
 
 def test_load_model_honours_ema_in_last_pt(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "new_model", lambda cfg: _model())
+    monkeypatch.setattr(model_io, "new_model", lambda cfg: _model())
     _stage1(tmp_path / "ema")
     state = checkpoint.load(tmp_path / "ema" / "last.pt")
-    ema = pipeline.load_model(_quick_cfg(), tmp_path / "ema" / "last.pt")
+    ema = model_io.load_model(_quick_cfg(), tmp_path / "ema" / "last.pt")
     assert all(torch.equal(v, state["ema"]["module"][k]) for k, v in ema.state_dict().items())
     final = checkpoint.load(tmp_path / "ema" / "final.pt")["model"]
     assert all(torch.equal(v, final[k]) for k, v in ema.state_dict().items())  # as final.pt: EMA
-    plain = pipeline.load_model(_quick_cfg(), tmp_path / "ema" / "last.pt", "plain")
+    plain = model_io.load_model(_quick_cfg(), tmp_path / "ema" / "last.pt", "plain")
     assert all(torch.equal(v, state["model"][k]) for k, v in plain.state_dict().items())
     no_ema = dataclasses.replace(STAGE1, ema=dataclasses.replace(STAGE1.ema, enabled=False))
     _stage1(tmp_path / "plain", no_ema)
     with pytest.raises(ValueError, match="holds no EMA weights"):
-        pipeline.load_model(_quick_cfg(), tmp_path / "plain" / "last.pt", "ema")
+        model_io.load_model(_quick_cfg(), tmp_path / "plain" / "last.pt", "ema")
 
 
 def test_selected_model_without_training_fid_is_final_pt():
-    path, why = pipeline.selected_model(_quick_cfg(**{"stage2.eval_fid_samples": 0}), "dualat")
+    path, why = model_io.selected_model(_quick_cfg(**{"stage2.eval_fid_samples": 0}), "dualat")
     assert path.name == "final.pt" and "eval_fid_samples is 0" in why
-    path, why = pipeline.selected_model(_quick_cfg(), "dualat")
+    path, why = model_io.selected_model(_quick_cfg(), "dualat")
     assert path.name == "best_fid.pt" and "best FID" in why
 
 
@@ -294,18 +311,18 @@ def test_selected_model_without_training_fid_is_final_pt():
 
 @pytest.mark.parametrize("group", ["accuracy", "generation", "counterfactuals", "ood"])
 def test_nan_model_is_refused_by_every_evaluation(tmp_path, monkeypatch, group):
-    monkeypatch.setattr(pipeline, "new_model", lambda cfg: _model())
+    monkeypatch.setattr(model_io, "new_model", lambda cfg: _model())
     model = _model()
     with torch.no_grad():
         model.fc.bias.fill_(float("nan"))
     path = checkpoint.save(tmp_path / "model" / "final.pt", {"model": model.state_dict()})
-    pipeline.write_status(tmp_path / "model", None)
+    artifacts.write_status(tmp_path / "model", None)
     cfg = _quick_cfg()
     calls = {
-        "accuracy": lambda: evaluate.accuracy(cfg, "dualat", path, tmp_path / "out", progress=False),
-        "generation": lambda: evaluate.generation(cfg, "dualat", path, tmp_path / "ref.npz", tmp_path / "out"),
-        "counterfactuals": lambda: evaluate.counterfactuals(cfg, "dualat", path, tmp_path / "out"),
-        "ood": lambda: evaluate.ood(cfg, "dualat", path, tmp_path / "out", progress=False),
+        "accuracy": lambda: classification.accuracy(cfg, "dualat", path, tmp_path / "out", progress=False),
+        "generation": lambda: generation.generation(cfg, "dualat", path, tmp_path / "ref.npz", tmp_path / "out"),
+        "counterfactuals": lambda: counterfactuals.counterfactuals(cfg, "dualat", path, tmp_path / "out"),
+        "ood": lambda: ood_detection.ood(cfg, "dualat", path, tmp_path / "out", progress=False),
     }
     t0 = time.time()
     with pytest.raises(ValueError, match=r"model output is NaN/inf for .*final\.pt"):
@@ -319,20 +336,20 @@ def test_evaluation_record_of_the_same_key_is_reused(tmp_path, monkeypatch):
 
     if shared_data_root() is None:
         pytest.skip("offline CIFAR-10 shards not found")
-    monkeypatch.setattr(pipeline, "new_model", lambda cfg: _model())
+    monkeypatch.setattr(model_io, "new_model", lambda cfg: _model())
     path = checkpoint.save(tmp_path / "model" / "final.pt", {"model": _model().state_dict()})
-    pipeline.write_status(tmp_path / "model", None)
+    artifacts.write_status(tmp_path / "model", None)
     cfg = dataclasses.replace(
         _quick_cfg(**{"data.n_test": 16, "evaluate.ood_sets": ["noise"], "evaluate.ood_n": 8}),
         data_root=str(shared_data_root()),
     )
     computed = []
-    monkeypatch.setattr(evaluate, "check_finite_outputs", lambda *a: computed.append(1))
-    first = evaluate.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
-    again = evaluate.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
+    monkeypatch.setattr(runner, "check_finite_outputs", lambda *a: computed.append(1))
+    first = ood_detection.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
+    again = ood_detection.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
     assert computed == [1] and again == first  # the same model, settings, data and code
     checkpoint.save(path, {"model": _model().state_dict(), "other": 1})  # other checkpoint bytes
-    evaluate.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
+    ood_detection.ood(cfg, "dualat", path, tmp_path / "out", progress=False)
     assert computed == [1, 1]
 
 
@@ -409,7 +426,7 @@ def test_checkpoint_of_another_architecture_is_named(tmp_path, monkeypatch):
     cfg100 = config.load(PARAMS, dataset="cifar100", profile="quick")
     path = checkpoint.save(tmp_path / "c100.pt", {"model": other.state_dict(), "config": config.to_dict(cfg100)})
     with pytest.raises(ValueError) as err:
-        pipeline.load_model(_quick_cfg(), path)
+        model_io.load_model(_quick_cfg(), path)
     text = str(err.value)
     assert "\n" not in text and "c100.pt" in text
     assert "wrn-10-1, 100 classes" in text and "wants wrn-10-1, 10 classes" in text
@@ -419,7 +436,7 @@ def test_state_dict_wrapper_is_unwrapped(tmp_path):
     model = _model()
     path = tmp_path / "released.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, path)
-    loaded = pipeline.load_model(_quick_cfg(), path)
+    loaded = model_io.load_model(_quick_cfg(), path)
     assert _same_weights(model, loaded)
 
 

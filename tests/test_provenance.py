@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dualat import data, evaluate, pipeline
+from dualat import artifacts, data, datasets, fid_reference, model_io, stages
 from dualat.config import load
 from dualat.data import DataError
+from dualat.evaluation import classification, ood_detection, ood_sets
 from tests.conftest import shared_data_root
 from tests.test_data import as_tensor, fake_images, write_cifar_folder, write_shards
 from tests.test_evaluate import _quick_autoattack
@@ -30,12 +31,12 @@ def _cfg(root, profile="quick", **overrides):
 
 def test_draw_is_seeded_and_covers_the_whole_set():
     labels = np.arange(1000) // 100  # 10 classes, sorted by class as in ImageNet's file order
-    a, b = evaluate.draw_indices(1000, 100, 0), evaluate.draw_indices(1000, 100, 0)
+    a, b = ood_sets.draw_indices(1000, 100, 0), ood_sets.draw_indices(1000, 100, 0)
     assert np.array_equal(a, b) and len(np.unique(a)) == 100 and a.dtype == np.int64
     assert len(np.unique(labels[a])) >= 9  # the draw hits (nearly) every class ...
     assert len(np.unique(labels[:100])) == 1  # ... the first 100 in file order hit one
-    assert not np.array_equal(a, evaluate.draw_indices(1000, 100, 1))
-    assert np.array_equal(evaluate.draw_indices(50, 100, 0), np.arange(50))  # fewer: all of them
+    assert not np.array_equal(a, ood_sets.draw_indices(1000, 100, 1))
+    assert np.array_equal(ood_sets.draw_indices(50, 100, 0), np.arange(50))  # fewer: all of them
 
 
 def _sorted_ood_set(root: Path) -> np.ndarray:
@@ -50,17 +51,17 @@ def _sorted_ood_set(root: Path) -> np.ndarray:
 def test_ood_images_are_drawn_recorded_and_reproducible(tmp_path):
     x = _sorted_ood_set(tmp_path)
     cfg = _cfg(tmp_path, **{"evaluate.ood_n": 100})
-    images, draw = evaluate.ood_images(cfg, "tinyimagenet32")
-    idx = evaluate.draw_indices(1000, 100, cfg.evaluate.seed)
+    images, draw = ood_sets.ood_images(cfg, "tinyimagenet32")
+    idx = ood_sets.draw_indices(1000, 100, cfg.evaluate.seed)
     assert images.shape == (100, 3, 32, 32)
     assert torch.equal(images[7], as_tensor(x[idx[7]]))  # the drawn items, not the first ones
     assert len(np.unique(idx // 100)) >= 9
     assert draw["seed"] == 0 and draw["set_size"] == 1000 and "tinyimagenet32_val_NN.npz" in draw["provenance"]
-    again = evaluate.ood_images(cfg, "tinyimagenet32")
+    again = ood_sets.ood_images(cfg, "tinyimagenet32")
     assert torch.equal(again[0], images) and again[1] == draw
-    other = evaluate.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 100, "evaluate.seed": 1}), "tinyimagenet32")
+    other = ood_sets.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 100, "evaluate.seed": 1}), "tinyimagenet32")
     assert other[1]["indices_sha256"] != draw["indices_sha256"] and other[1]["seed"] == 1
-    everything, all_draw = evaluate.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 5000}), "tinyimagenet32")
+    everything, all_draw = ood_sets.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 5000}), "tinyimagenet32")
     assert len(everything) == all_draw["set_size"] == 1000  # a smaller set is taken whole
 
 
@@ -68,7 +69,7 @@ def test_wrong_ood_data_is_not_swallowed(tmp_path):
     _sorted_ood_set(tmp_path)
     (tmp_path / "tinyimagenet32_val_01.npz").rename(tmp_path / "tinyimagenet32_val_02.npz")  # a gap
     with pytest.raises(DataError, match="tinyimagenet32_val_01.npz is missing"):
-        evaluate.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 10}), "tinyimagenet32")
+        ood_sets.ood_images(_cfg(tmp_path, **{"evaluate.ood_n": 10}), "tinyimagenet32")
 
 
 # --- point 13: provenance; the lossless CIFAR folder wins over the JPEG shards -------------------
@@ -85,7 +86,7 @@ def test_lossless_cifar_folder_wins_over_jpeg_shards(tmp_path, monkeypatch):
     assert len(train) == 20 and torch.equal(train[3][0], as_tensor(images[3]))  # the folder's images
     assert train.provenance == "cifar-10-batches-py (lossless, torchvision format)"
     assert data.describe("cifar10", "train", tmp_path) == train.provenance
-    provenance = pipeline.data_provenance(_cfg(tmp_path))
+    provenance = datasets.data_provenance(_cfg(tmp_path))
     assert "lossless" in provenance["train"] and "lossless" in provenance["test"]
 
     import shutil
@@ -99,12 +100,12 @@ def test_lossless_cifar_folder_wins_over_jpeg_shards(tmp_path, monkeypatch):
 
 def test_prepare_status_says_which_source(tmp_path, monkeypatch):
     write_shards(tmp_path, "cifar10_train", [6])
-    monkeypatch.setattr(pipeline, "missing_data", lambda cfg: None)  # only the status is under test
-    monkeypatch.setattr(pipeline, "train_set", lambda cfg: [])
-    monkeypatch.setattr(pipeline, "test_set", lambda cfg: [])
-    monkeypatch.setattr(pipeline, "ood_set", lambda cfg: [])
-    monkeypatch.setattr(pipeline, "reference_stats", lambda cfg, path: (np.zeros(2), None))
-    status = pipeline.prepare(_cfg(tmp_path), tmp_path / "prepared")
+    monkeypatch.setattr(datasets, "missing_data", lambda cfg: None)  # only the status is under test
+    monkeypatch.setattr(datasets, "train_set", lambda cfg: [])
+    monkeypatch.setattr(datasets, "test_set", lambda cfg: [])
+    monkeypatch.setattr(datasets, "ood_set", lambda cfg: [])
+    monkeypatch.setattr(fid_reference, "reference_stats", lambda cfg, path: (np.zeros(2), None))
+    status = stages.prepare(_cfg(tmp_path), tmp_path / "prepared")
     saved = json.loads((tmp_path / "prepared" / "status.json").read_text())
     assert saved["provenance"] == status["provenance"]
     assert "JPEG" in saved["provenance"]["train"] and saved["provenance"]["test"].startswith("not found")
@@ -121,13 +122,13 @@ def test_tiny_images_exclusion_list_is_a_params_key(tmp_path):
     cfg = _cfg(tmp_path, profile="paper")
     assert cfg.data.ood == "tiny_images" and cfg.data.ood_exclude == "80mn_cifar_idxs.txt"
     with pytest.warns(UserWarning, match="80mn_cifar_idxs.txt not found"):
-        ds = pipeline.ood_set(cfg)  # the paper profile's list is used when present: not yet
+        ds = datasets.ood_set(cfg)  # the paper profile's list is used when present: not yet
     assert len(ds) == 10 and "no exclusion list" in ds.provenance and "not found" in ds.provenance
     (tmp_path / "80mn_cifar_idxs.txt").write_text("3\n5\n10\n")  # 1-based record numbers
-    ds = pipeline.ood_set(cfg)
+    ds = datasets.ood_set(cfg)
     assert len(ds) == 7 and "without the records listed in 80mn_cifar_idxs.txt" in ds.provenance
-    assert pipeline.data_provenance(cfg)["p_ood"] == ds.provenance
-    assert len(pipeline.ood_set(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, ood_exclude="")))) == 10
+    assert datasets.data_provenance(cfg)["p_ood"] == ds.provenance
+    assert len(datasets.ood_set(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, ood_exclude="")))) == 10
 
 
 # --- point 9: a released-layout checkpoint evaluated end to end, without a training stage ---------
@@ -152,16 +153,16 @@ def test_external_checkpoint_is_evaluated_end_to_end(tiny_wrn, tmp_path, monkeyp
         "evaluate.ood_attack.steps": 1,
     }
     cfg = _cfg(root, **overrides)
-    path, why = pipeline.selected_model(cfg, "ratio")
+    path, why = model_io.selected_model(cfg, "ratio")
     assert path == released and why == f"external checkpoint {released} (evaluate.checkpoints.ratio)"
-    assert pipeline.trained_model(cfg, "ratio")[0] == Path("models/cifar10/ratio/best.pt")  # training's own
+    assert model_io.trained_model(cfg, "ratio")[0] == Path("models/cifar10/ratio/best.pt")  # training's own
 
-    acc = evaluate.accuracy(cfg, "ratio", path, tmp_path / "accuracy", progress=False)
-    x, y = pipeline.stack(pipeline.test_set(cfg))
+    acc = classification.accuracy(cfg, "ratio", path, tmp_path / "accuracy", progress=False)
+    x, y = datasets.stack(datasets.test_set(cfg))
     with torch.no_grad():
         expected = (tiny_wrn.eval()(x).argmax(1) == y).float().mean().item()
     assert acc["clean_acc"] == pytest.approx(expected) and acc["autoattack"]["n"] == 4  # this file's weights
-    ood = evaluate.ood(cfg, "ratio", path, tmp_path / "ood", progress=False)
+    ood = ood_detection.ood(cfg, "ratio", path, tmp_path / "ood", progress=False)
     assert ood["sets"]["tinyimagenet32"]["n"] == 8 and 0 <= ood["sets"]["noise"]["neg_energy"]["clean"] <= 1
 
     from dualat.records import sha256_file
@@ -180,11 +181,11 @@ def test_trained_and_missing_external_models_are_named(tiny_wrn, tmp_path):
 
     cfg = _cfg(tmp_path / "no-data", **{"evaluate.checkpoints.dualat": str(tmp_path / "nope.pt")})
     with pytest.raises(FileNotFoundError, match=r"nope\.pt.*evaluate\.checkpoints\.dualat"):
-        evaluate.accuracy(cfg, "dualat", pipeline.selected_model(cfg, "dualat")[0], tmp_path / "out")
+        classification.accuracy(cfg, "dualat", model_io.selected_model(cfg, "dualat")[0], tmp_path / "out")
     # a model of this pipeline (status.json beside it) is "trained here"; missing data: not computed
     path = checkpoint.save(tmp_path / "model" / "final.pt", {"model": tiny_wrn.state_dict()})
-    pipeline.write_status(tmp_path / "model", None)
-    evaluate.accuracy(cfg, "standard_at", path, tmp_path / "out", progress=False)
+    artifacts.write_status(tmp_path / "model", None)
+    classification.accuracy(cfg, "standard_at", path, tmp_path / "out", progress=False)
     extra = json.loads((tmp_path / "out" / "accuracy.json").read_text())["extra"]
     assert extra["model_source"] == f"trained here ({path}: given by the caller)"
     assert extra["data_provenance"]["train"].startswith("not found")

@@ -1,0 +1,69 @@
+"""OOD detection (group "ood", Tables 10-12, A.4): AUROC of max_y p(y|x) and -E(x) between the
+test set and each OOD test set, clean and with the OOD images attacked to raise the score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dualat import datasets
+from dualat.attacks import pgd_logsumexp, pgd_uniform_ce
+from dualat.config import Config
+from dualat.data import DataMissingError
+from dualat.evaluation.ood_sets import ood_images
+from dualat.evaluation.runner import missing, run, timed
+from dualat.metrics import auroc, predict_logits, score_max_prob, score_neg_energy
+from dualat.metrics.accuracy import batches
+from dualat.model_io import device
+
+# score -> (its function of the logits, the attack that raises it on OOD images)
+SCORES = {"max_prob": (score_max_prob, pgd_uniform_ce), "neg_energy": (score_neg_energy, pgd_logsumexp)}
+
+
+def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """OOD detection AUROC (ID = the first `data.n_test` test images, positive) against
+    `evaluate.ood_n` images drawn at random (`ood_sets.ood_images`) from each set in
+    `evaluate.ood_sets`, for the scores max_y p(y|x) and -E(x) = logsumexp f(x); clean, and with
+    each OOD image attacked (L2 PGD, `evaluate.ood_attack`) to raise the score it is judged by.
+    Each set's cell records its draw (seed, set size, sha256 of the indices, provenance); a
+    missing set gets NotComputed in its cell.
+
+    Writes out_dir/ood.json.
+    """
+    compute = partial(ood_metrics, cfg=cfg, progress=progress)
+    return run("ood", cfg, method, model_path, out_dir, compute, reuse={})
+
+
+def ood_metrics(model: nn.Module, seconds: dict, *, cfg: Config, progress: bool) -> dict:
+    """The metrics of `ood` for a loaded model; seconds per OOD set are added to `seconds`."""
+    settings, dev = cfg.evaluate, device()
+    x_id, _ = datasets.stack(datasets.test_set(cfg))
+    logits_id = predict_logits(model, x_id, settings.batch_size, dev, progress)
+    sets: dict[str, Any] = {}
+    for name in settings.ood_sets:
+        try:
+            x_ood, draw = ood_images(cfg, name)
+        except DataMissingError as err:
+            sets[name] = missing(err)
+            continue
+        logits_clean = predict_logits(model, x_ood, settings.batch_size, dev)
+        cell: dict[str, Any] = {"n": len(x_ood)} | draw
+        with timed(seconds, name):
+            for key, (score, attack) in SCORES.items():
+                x_adv = _batched(partial(attack, model, cfg=settings.ood_attack), x_ood, settings.batch_size, progress)
+                logits_adv = predict_logits(model, x_adv, settings.batch_size, dev)
+                s_id = score(logits_id)
+                cell[key] = {"clean": auroc(s_id, score(logits_clean)), "adversarial": auroc(s_id, score(logits_adv))}
+        sets[name] = cell
+    return {"sets": sets, "n_id": len(x_id), "ood_n": settings.ood_n}
+
+
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int, progress: bool):
+    """fn over batches of x (N, ...) moved to the model's device; results concatenated on the CPU."""
+    dev = device()
+    return torch.cat([fn(x[a:b].to(dev)).cpu() for a, b in batches(len(x), batch_size, progress, "attack")])

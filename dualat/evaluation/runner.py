@@ -1,0 +1,194 @@
+"""What every evaluation group shares: `run` loads the model, computes the group's metrics (or
+says why they are not computed) and writes the one record `out_dir/<group>.json`; a record of the
+same key (config, checkpoint sha256, data fingerprint, evaluation code) is reused as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from dualat import artifacts, datasets, model_io
+from dualat.config import METHODS, Config, to_dict
+from dualat.data import DataMissingError, describe
+from dualat.data.fingerprint import fingerprint
+from dualat.evaluation.ood_sets import OOD_SPLITS
+from dualat.records import NotComputed, read_record, sha256_file, to_jsonable, write_record
+from dualat.runs import NOT_EVALUATION_CODE, code_hash
+
+METRIC_KEYS = {
+    "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece", "reliability", "n_test"),
+    "generation": (
+        "fid_conditional",
+        "fid_conditional_std",
+        "fid_unconditional",
+        "fid_unconditional_std",
+        "kid_conditional",
+        "kid_unconditional",
+        "control",
+        "inception_score",
+        "steps",
+        "step_size",
+        "n_samples",
+        "fid_protocol",
+        "per_seed",
+        "seeds",
+        "grid",
+    ),
+    "counterfactuals": ("eps", "fid", "confidence", "per_class_fid", "n"),
+    "ood": ("sets", "n_id", "ood_n"),
+}
+
+Compute = Callable[[nn.Module, dict], dict]  # (model, seconds per part) -> the group's metrics
+
+
+def run(
+    group: str,
+    cfg: Config,
+    method: str,
+    model_path: str | Path,
+    out_dir: str | Path,
+    compute: Compute,
+    reuse: dict | None = None,
+) -> dict:
+    """Run `compute(model, seconds)` unless the model or a data source is missing; write
+    out_dir/<group>.json. With `reuse` (what else the numbers depend on; None = never reuse, e.g.
+    for a caller's own feature function) a record of the same key (`record_key`) is returned as
+    it is."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0, seconds = time.time(), {}
+    external = _is_external(cfg, method, model_path)
+    if external and not Path(model_path).is_file():
+        raise FileNotFoundError(f"checkpoint {model_path} not found ({_model_choice(cfg, method, model_path)})")
+    # a trained model's folder says whether its stage computed it; an external file has no stage
+    reason = None if external else artifacts.read_status(Path(model_path).parent)
+    key = record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
+    previous = out_dir / f"{group}.json"
+    if key is not None and previous.is_file():
+        record = read_record(previous)
+        if record.get("extra", {}).get("key") == to_jsonable(key):
+            return record["metrics"]  # the same model, settings, data and code: nothing to redo
+    metrics = None
+    if reason is None:
+        model = model_io.load_model(cfg, model_path)
+        check_finite_outputs(model, cfg, model_path)
+        try:
+            metrics = compute(model, seconds)
+        except DataMissingError as err:
+            reason = missing(err)
+    if metrics is None:
+        metrics = not_computed(group, cfg, reason)
+    write_record(
+        previous,
+        metrics,
+        config=to_dict(cfg),
+        checkpoint=model_path,
+        extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
+        | {"model_file": _model_choice(cfg, method, model_path)}
+        | {"model_source": _model_source(cfg, method, model_path, external)}
+        | {"data_provenance": _data_provenance(cfg)},
+        wall_seconds=time.time() - t0,
+    )
+    return metrics
+
+
+def record_key(group: str, cfg: Config, method: str, model_path: str | Path) -> dict:
+    """What an evaluation's numbers depend on: settings, checkpoint bytes, data files, code."""
+    names = list(dict.fromkeys([cfg.data.dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
+    return {
+        "group": group,
+        "method": method,
+        "config": to_dict(cfg),
+        "checkpoint_sha256": sha256_file(model_path),
+        "data": fingerprint(names, cfg.data_root)["sha256"],
+        "code": code_hash(NOT_EVALUATION_CODE),
+    }
+
+
+@contextmanager
+def timed(seconds: dict, key: str) -> Iterator[None]:
+    """Add the seconds spent inside the block to seconds[key]."""
+    t0 = time.time()
+    try:
+        yield
+    finally:
+        seconds[key] = seconds.get(key, 0.0) + time.time() - t0
+
+
+def check_finite_outputs(model: nn.Module, cfg: Config, model_path: str | Path, n: int = 16) -> None:
+    """Stop before any work when the model's weights or its logits on `n` uniform-noise images
+    of the data's size are NaN/inf (a diverged run would otherwise give FID numbers of NaN images
+    or crash deep inside AutoAttack or sklearn)."""
+    bad = [name for name, p in model.state_dict().items() if p.dtype.is_floating_point and not torch.isfinite(p).all()]
+    dev = next(model.parameters()).device
+    x = torch.rand(n, 3, cfg.data.image_size, cfg.data.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        finite = bool(torch.isfinite(model(x.to(dev))).all())
+    if bad or not finite:
+        where = f" (non-finite tensors: {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})" if bad else ""
+        raise ValueError(
+            f"model output is NaN/inf for {model_path}{where}; it cannot be evaluated. "
+            "Retrain it (a NaN/inf stop keeps the last good last.pt) or evaluate another checkpoint."
+        )
+
+
+def not_computed(group: str, cfg: Config, reason: NotComputed) -> dict:
+    """Every metric of `group` set to `reason` (the OOD group: every set of `evaluate.ood_sets`)."""
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS[group], reason)
+    if group == "ood":
+        metrics["sets"] = dict.fromkeys(cfg.evaluate.ood_sets, reason)
+    return metrics
+
+
+def missing(err: Exception) -> NotComputed:
+    """NotComputed for a DataMissingError: the dataset and the paths tried."""
+    tried = getattr(err, "tried", None)
+    if tried:
+        return NotComputed(f"{err.dataset}: data not found (tried {', '.join(tried)}; see README, Data)")
+    return NotComputed(str(err).splitlines()[0])
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """A PNG of `images` (N, C, H, W) in [0, 1], `nrow` per row, on a white 2-pixel grid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=nrow, padding=2, pad_value=1.0)
+
+
+def _model_choice(cfg: Config, method: str, model_path: str | Path) -> str:
+    """Which file was evaluated and why (the pipeline's selected model, or a user's file)."""
+    selected, why = model_io.selected_model(cfg, method)
+    return why if Path(model_path) == selected else f"{model_path}: given by the caller"
+
+
+def _is_external(cfg: Config, method: str, model_path: str | Path) -> bool:
+    """True for a file not trained by this pipeline: the file of `evaluate.checkpoints.<method>`,
+    or a caller's file without a training status.json beside it (e.g. a released checkpoint)."""
+    path = Path(model_path)
+    if getattr(cfg.evaluate.checkpoints, method) and path == model_io.selected_model(cfg, method)[0]:
+        return True
+    return path != model_io.trained_model(cfg, method)[0] and not (path.parent / "status.json").is_file()
+
+
+def _model_source(cfg: Config, method: str, model_path: str | Path, external: bool) -> str:
+    """Where the evaluated model came from, for records and tables: "trained here (<file>: why)"
+    or "external: <path> (sha256 <hex>)"."""
+    if external:
+        return f"external: {model_path} (sha256 {sha256_file(model_path)})"
+    return f"trained here ({_model_choice(cfg, method, model_path)})"
+
+
+def _data_provenance(cfg: Config) -> dict:
+    """Where each data set of the evaluation comes from and whether losslessly (README, Data)."""
+    base, settings = datasets.root(cfg), cfg.evaluate
+    sets = {name: describe(name, OOD_SPLITS[name], base, seed=settings.seed) for name in settings.ood_sets}
+    return datasets.data_provenance(cfg) | {"ood_sets": sets}

@@ -1,0 +1,119 @@
+"""The FID reference (A.2): the FID network of `sample.fid_mode`, the Inception statistics and
+features of the first `sample.fid_ref_n` training images (cached under a key of what they are
+computed from), and the FID of a model's samples used during training to select stage 2's
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dualat import datasets, generate, metrics
+from dualat.config import Config
+from dualat.data import test_transform
+from dualat.model_io import device
+from dualat.records import NotComputed, atomic_open, sha256_file
+
+Features = Callable[[torch.Tensor], np.ndarray]  # images (N, 3, H, W) in [0, 1] -> features (N, D)
+
+
+def inception(cfg: Config | None = None) -> metrics.InceptionFeatures:
+    """The FID Inception network of `cfg.sample.fid_mode` (weights `sample.fid_weights`, else the
+    mode's default lookup, see metrics.fid_weights) on the pipeline's device; without cfg
+    clean-fid's "clean" mode. FileNotFoundError naming the file when the weights are missing."""
+    if cfg is None:
+        return metrics.InceptionFeatures(device=device())
+    return metrics.InceptionFeatures(cfg.sample.fid_weights or None, device=device(), mode=cfg.sample.fid_mode)
+
+
+def fid_weights(cfg: Config) -> dict:
+    """The FID network's weights: {"path", "sha256"}, or {"path": None, "missing": reason}."""
+    found = metrics.fid_weights(cfg.sample.fid_mode, cfg.sample.fid_weights or None)
+    if isinstance(found, NotComputed):
+        return {"path": None, "sha256": None, "missing": found}
+    return {"path": str(found), "sha256": sha256_file(found)}  # hashed once per process (~90 MB)
+
+
+def fid_ref_key(cfg: Config) -> dict:
+    """What the FID reference statistics are computed from; a cached file of another key is
+    recomputed, never reused (e.g. the quick profile's 500-image reference in a paper run, or
+    features of another FID mode or network)."""
+    weights = fid_weights(cfg)
+    return {
+        "profile": cfg.profile,
+        "dataset": cfg.data.dataset,
+        "split": "train",
+        "n": cfg.sample.fid_ref_n,
+        "data": datasets.data_fingerprint(cfg)[cfg.data.dataset],
+        "mode": cfg.sample.fid_mode,  # clean-fid's preprocessing and network (metrics.generative)
+        "weights": weights["sha256"] or str(weights["missing"]),
+    }
+
+
+def real_features(
+    dataset, n: int, features: Features, cache: str | Path | None = None, key: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inception features (M, D) and labels (M,) of the first n items (0 = all) of `dataset`,
+    computed batch by batch and cached in the .npz `cache` under `key` (recomputed when the
+    cached file was made from other images: another key or count)."""
+    n = len(dataset) if n == 0 else min(n, len(dataset))
+    stamp = json.dumps({"n": n} | (key or {}), sort_keys=True)
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as f:
+            if "key" in f and str(f["key"]) == stamp:
+                return f["feats"].astype(np.float64), f["labels"]
+    feats, labels = [], []
+    for start in range(0, n, 256):
+        x, y = datasets.stack_range(dataset, start, min(start + 256, n))
+        feats.append(features(x))
+        labels.append(y.numpy())
+    feats_all, labels_all = np.concatenate(feats), np.concatenate(labels)
+    if cache is not None:
+        with atomic_open(cache, "wb") as f:
+            # Inception computes in float32, so float32 storage loses nothing and halves the file.
+            np.savez(f, feats=feats_all.astype(np.float32), labels=labels_all, key=np.array(stamp))
+    return feats_all, labels_all
+
+
+def reference_stats(cfg: Config, path: str | Path, features: Features | None = None) -> tuple[Any, Any]:
+    """Inception statistics of the first `sample.fid_ref_n` training images, cached at `path`
+    under `fid_ref_key(cfg)`; their features and labels are cached beside it (features.npz,
+    reused by the counterfactuals and by KID). FileNotFoundError when the mode's weights are
+    missing and nothing is cached."""
+    return metrics.cached_stats(path, lambda: reference_features(cfg, path, features), fid_ref_key(cfg))
+
+
+def reference_features(cfg: Config, path: str | Path, features: Features | None = None) -> np.ndarray:
+    """Features (M, 2048) of the FID reference images (features.npz beside `path`, same key)."""
+    train = datasets.train_set(cfg, test_transform(cfg.data.dataset))
+    cache = Path(path).with_name("features.npz")
+    return real_features(train, cfg.sample.fid_ref_n, features or inception(cfg), cache, fid_ref_key(cfg))[0]
+
+
+def sample_fid_fn(cfg: Config, ref_path: str | Path) -> Callable[[nn.Module, int], float]:
+    """fid(model, n): FID of n class-balanced conditional samples (Table 8's T for Dual-AT) from
+    the held-out selection seeds (`generate.seed_split`), disjoint from the reported samples'."""
+    features = inception(cfg)
+    reference_stats(cfg, ref_path, features)
+    seeds_all = datasets.ood_set(cfg, test_transform(cfg.data.dataset))
+    selection, _ = generate.seed_split(len(seeds_all), generate.selection_size(cfg), cfg.sample.selection_seed)
+
+    def fid(model: nn.Module, n: int) -> float:
+        x = generate.generate(
+            model,
+            generate.images_at(seeds_all, selection[:n]),
+            cfg.sample.steps.dualat,
+            cfg.sample.step_size,
+            generate.balanced_labels(n, cfg.data.num_classes),
+            cfg.sample.batch_size,
+        )
+        return metrics.fid_to_reference(features(x), ref_path)
+
+    return fid
