@@ -10,8 +10,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "attacks", "checkpoint", "config", "curriculum", "data", "ema", "energy", "evaluate", "explore", "generate", "losses",
-    "metrics", "models", "paper_values", "pipeline", "proxy", "records", "reports", "runs", "sampling", "train",
+    "artifacts", "attacks", "bookkeeping", "checkpoint", "config", "curriculum", "data", "datasets", "ema", "energy", "evaluation",
+    "explore", "fid_reference", "generate", "losses", "metrics", "model_io", "models", "paper_values", "progress", "proxy",
+    "records", "reports", "runs", "sampling", "stages", "train",
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dualat.config import Config
-from dualat.data import DataMissingError, check_dataset, data_root, describe, get_dataset, test_transform
+from dualat.data import DataMissingError, check_dataset, data_root, data_roots, describe, get_dataset, test_transform
 from dualat.data.fingerprint import fingerprint
 from dualat.records import NotComputed
 
@@ -25,6 +25,12 @@ PROFILE_DATASETS = {"proxy": ("cifar10",)}
 def root(cfg: Config) -> Path:
     """The data root of `cfg.data_root` (else $DUALAT_DATA, see `dualat.data.data_root`)."""
     return data_root(cfg.data_root)
+
+
+def roots(cfg: Config) -> list[Path]:
+    """The data folders searched in order: `data_root` alone when set, else $DUALAT_DATA (if set)
+    then data/raw/, where downloads go (`dualat.data.data_roots`, README "Data")."""
+    return data_roots(cfg.data_root)
 
 
 def data_fingerprint(cfg: Config) -> dict[str, str]:
@@ -42,7 +48,7 @@ def train_set(cfg: Config, transform=None):
     """The first `data.n_train` training images (0 = all), through `transform`."""
     balance = {"balance": cfg.data.rin_balance} if cfg.data.dataset == "rin" else {}
     ds = get_dataset(
-        cfg.data.dataset, "train", root(cfg), transform, n=cfg.data.n_train, n_key="data.n_train", **balance
+        cfg.data.dataset, "train", roots(cfg), transform, n=cfg.data.n_train, n_key="data.n_train", **balance
     )
     return checked(cfg, ds, cfg.data.dataset)
 
@@ -55,7 +61,7 @@ def test_set(cfg: Config, n: int | None = None):
     ds = get_dataset(
         cfg.data.dataset,
         "test" if cfg.data.dataset != "rin" else "val",
-        root(cfg),
+        roots(cfg),
         test_transform(cfg.data.dataset),
         n=n,
         n_key=n_key,
@@ -66,7 +72,7 @@ def test_set(cfg: Config, n: int | None = None):
 def ood_set(cfg: Config, transform=None):
     """p_ood, the auxiliary OOD source of stage 2, RATIO and the sample seeds."""
     exclusion, note = _ood_exclusion(cfg)
-    ds = get_dataset(cfg.data.ood, "train", root(cfg), transform, n=cfg.data.n_ood, n_key="data.n_ood", **exclusion)
+    ds = get_dataset(cfg.data.ood, "train", roots(cfg), transform, n=cfg.data.n_ood, n_key="data.n_ood", **exclusion)
     if note:
         ds.provenance += note
     return checked(cfg, ds, cfg.data.ood, classes=False)
@@ -96,7 +102,7 @@ def _ood_exclusion(cfg: Config) -> tuple[dict, str]:
 def data_provenance(cfg: Config) -> dict[str, str]:
     """Where the training set, the test set and p_ood are read from, and whether losslessly
     (`data.describe`; e.g. the lossless torchvision CIFAR folder or the JPEG offline shards)."""
-    dataset, base = cfg.data.dataset, root(cfg)
+    dataset, base = cfg.data.dataset, roots(cfg)
     exclusion, note = _ood_exclusion(cfg)
     return {
         "train": describe(dataset, "train", base),

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from dualat.progress import bar
 from dualat.sampling import sample_conditional, sample_unconditional
 
 
@@ -83,7 +83,7 @@ def generate(
     (Eq. 8) when labels is None. Runs on the model's device; returns CPU tensors in [0, 1]."""
     device = next(model.parameters()).device
     out = []
-    for i in tqdm(range(0, len(seeds), batch_size), desc="sampling", disable=not progress):
+    for i in bar(range(0, len(seeds), batch_size), desc="sampling", enabled=progress):
         x0 = seeds[i : i + batch_size].to(device)
         if labels is None:
             x = sample_unconditional(model, x0, T, eta)

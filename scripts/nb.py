@@ -5,6 +5,7 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
   reports/notebooks/NOTEBOOK[-TAG].ipynb and .html
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"nb.py: notebooks/{name}.ipynb has no parameter {unknown[0]!r} (its parameters: {', '.join(known)})")
     out = Path("reports/notebooks") / (f"{name}-{tag}" if tag else name)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
+    os.environ.setdefault("DUALAT_PROGRESS", "lines")
     papermill.execute_notebook(
         f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
     )

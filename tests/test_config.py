@@ -34,14 +34,14 @@ def test_profiles_have_the_same_keys():
 
 
 def test_proxy_profile_is_cifar10_only():
-    from dualat import pipeline
+    from dualat import datasets
 
     cfg = config.load(PARAMS, dataset="cifar10", profile="proxy")
-    assert (cfg.model.depth, cfg.model.widen_factor) == (16, 4) and pipeline.profile_scope(cfg) is None
+    assert (cfg.model.depth, cfg.model.widen_factor) == (16, 4) and datasets.profile_scope(cfg) is None
     for dataset in ("cifar100", "rin"):
-        reason = pipeline.missing_data(config.load(PARAMS, dataset=dataset, profile="proxy"))
+        reason = datasets.missing_data(config.load(PARAMS, dataset=dataset, profile="proxy"))
         assert str(reason) == "not computed: proxy profile is CIFAR-10 only"
-    assert pipeline.profile_scope(config.load(PARAMS, dataset="rin", profile="quick")) is None
+    assert datasets.profile_scope(config.load(PARAMS, dataset="rin", profile="quick")) is None
 
 
 def test_params_json_loads_like_params_yaml(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualat import data, pipeline, records
+from dualat import data, datasets, records
 from dualat.config import load
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -269,20 +269,20 @@ def write_quick_data(root: Path, size: int = 32) -> None:
 def test_pipeline_checks_data_against_config(tmp_path, overrides, names):
     write_quick_data(tmp_path)
     cfg = cfg_for(tmp_path, **{"data.n_train": 0, "data.n_test": 0, "data.n_ood": 0} | overrides)
-    raises_naming(lambda: pipeline.missing_data(cfg), *names)
+    raises_naming(lambda: datasets.missing_data(cfg), *names)
 
 
 def test_pipeline_accepts_matching_data(tmp_path):
     write_quick_data(tmp_path)
     cfg = cfg_for(tmp_path, **{"data.n_train": 0, "data.n_test": 0, "data.n_ood": 0})
-    assert pipeline.missing_data(cfg) is None
-    assert len(pipeline.train_set(cfg)) == 12 and len(pipeline.ood_set(cfg)) == 8
+    assert datasets.missing_data(cfg) is None
+    assert len(datasets.train_set(cfg)) == 12 and len(datasets.ood_set(cfg)) == 8
 
 
 def test_pipeline_rejects_64x64_training_images(tmp_path):
     write_quick_data(tmp_path, size=64)
     cfg = cfg_for(tmp_path, **{"data.n_train": 0, "data.n_test": 0, "data.n_ood": 0})
-    raises_naming(lambda: pipeline.train_set(cfg), "data.image_size is 32", "cifar10_train_00.npz holds 64x64")
+    raises_naming(lambda: datasets.train_set(cfg), "data.image_size is 32", "cifar10_train_00.npz holds 64x64")
 
 
 # ---------------------------------------------------------------- other array files

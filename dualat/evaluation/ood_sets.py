@@ -36,7 +36,7 @@ def ood_images(cfg: Config, name: str) -> tuple[torch.Tensor, dict]:
     else:
         same_size = OOD_NATIVE_SIZE.get(name) == size
         transform = test_transform(dataset) if same_size else test_transform(dataset, resize=True)
-        ds = get_dataset(name, OOD_SPLITS[name], datasets.root(cfg), transform)  # image files stay unread
+        ds = get_dataset(name, OOD_SPLITS[name], datasets.roots(cfg), transform)  # image files stay unread
     indices = draw_indices(len(ds), settings.ood_n, settings.seed)
     x = torch.stack([ds[int(i)][0] for i in indices])
     digest = indices_sha256(indices)

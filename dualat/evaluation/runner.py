@@ -189,6 +189,6 @@ def _model_source(cfg: Config, method: str, model_path: str | Path, external: bo
 
 def _data_provenance(cfg: Config) -> dict:
     """Where each data set of the evaluation comes from and whether losslessly (README, Data)."""
-    base, settings = datasets.root(cfg), cfg.evaluate
+    base, settings = datasets.roots(cfg), cfg.evaluate
     sets = {name: describe(name, OOD_SPLITS[name], base, seed=settings.seed) for name in settings.ood_sets}
     return datasets.data_provenance(cfg) | {"ood_sets": sets}
