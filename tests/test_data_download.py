@@ -20,7 +20,7 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from dualat import data, pipeline
+from dualat import data, datasets
 from dualat.config import load
 from dualat.data import download, fingerprint, tiny
 from tests.test_data import as_tensor, fake_images, write_cifar_folder, write_shards
@@ -211,7 +211,7 @@ def test_offline_ends_quickly_in_not_computed(workdir, monkeypatch):
     assert set(outcome) == {"cifar10", "cifar100", "svhn", "tinyimagenet32"}
     assert "no answer from www.cs.toronto.edu:443 within 0.5 s" in outcome["cifar10"]
     cfg = load(PARAMS, dataset="cifar10", profile="quick")
-    reason = pipeline.missing_data(cfg)
+    reason = datasets.missing_data(cfg)
     assert reason is not None and reason.reason.startswith("cifar10: data not found")
     assert "python -m dualat.data.download cifar10" in reason.reason
 
@@ -315,6 +315,6 @@ def test_missing_tinyimagenet_is_downloaded_from_its_zip(workdir, monkeypatch):
         "tinyimagenet32": f"downloaded into {RAW}"
     }
     cfg = load(PARAMS, dataset="cifar10", profile="quick", overrides={"data.n_ood": 10})
-    ood = pipeline.ood_set(cfg)
+    ood = datasets.ood_set(cfg)
     assert len(ood) == 10 and ood.provenance.startswith("tiny-imagenet-200/train")
     assert data.tinyimagenet32("val", RAW)[2][0].shape == (3, 32, 32)

@@ -307,13 +307,13 @@ def _package(root: Path, files: dict[str, str]) -> None:
 
 def test_report_package_is_outside_the_code_hashes(tmp_path, monkeypatch):
     """runs.code_hash excludes modules by their path in the package: a change inside reports/
-    moves neither the training nor the evaluation hash; train.py moves both; evaluate.py only the
-    evaluation hash; a file named like an excluded module elsewhere still counts."""
+    moves neither the training nor the evaluation hash; train.py moves both; a module of
+    evaluation/ only the evaluation hash; a file named like an excluded module elsewhere still counts."""
     from dualat import runs
 
     pkg = tmp_path / "dualat"
     _package(pkg, {
-        "train.py": "def step(x):\n    return x + 1\n", "evaluate.py": "def acc():\n    return 1\n",
+        "train.py": "def step(x):\n    return x + 1\n", "evaluation/classification.py": "def acc():\n    return 1\n",
         "reports/__init__.py": "from .tables import table\n", "reports/tables.py": "def table():\n    return 1\n",
         "metrics/runs.py": "N = 1\n",
     })  # fmt: skip
@@ -325,7 +325,7 @@ def test_report_package_is_outside_the_code_hashes(tmp_path, monkeypatch):
     before = hashes()
     _package(pkg, {"reports/tables.py": "def table():\n    return 2\n", "reports/figures.py": "F = 1\n"})
     assert hashes() == before
-    _package(pkg, {"evaluate.py": "def acc():\n    return 2\n"})
+    _package(pkg, {"evaluation/classification.py": "def acc():\n    return 2\n"})
     training, evaluation = hashes()
     assert training == before[0] and evaluation != before[1]
     _package(pkg, {"train.py": "def step(x):\n    return x + 2\n"})
@@ -353,5 +353,5 @@ def test_every_report_module_is_excluded_and_training_code_is_not():
         assert runs.excluded(relative, runs.NOT_TRAINING_CODE) and runs.excluded(relative, runs.NOT_EVALUATION_CODE)
     for name in ("train.py", "losses.py", "sampling.py", "data/streams.py", "metrics/ood.py"):
         assert not runs.excluded(PurePosixPath(name), runs.NOT_TRAINING_CODE), name
-    assert runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_TRAINING_CODE)
+    assert runs.excluded(PurePosixPath("evaluation/runner.py"), runs.NOT_TRAINING_CODE)
     assert not runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_EVALUATION_CODE)
