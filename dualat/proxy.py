@@ -56,7 +56,8 @@ SHARDS = (
     "tinyimagenet32_train50pc_00.npz",
 )
 RESULTS = Path("results/proxy")
-HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack", "matplotlib")  # absent from the bare GPU machine
+# absent from the bare GPU machine (matplotlib is there, but its import marks evaluation code on the GPU path)
+HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack", "matplotlib")
 
 
 # --- cost model -------------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ def ingest(
 def _accuracy_of_weights(run_dir: Path, cfg: Config, method: str, out_dir: Path, progress: bool) -> dict:
     """Clean, PGD and AutoAttack accuracy of run_dir/<method>.pt (fp16 weights, evaluated in fp32
     as out_dir/models/<method>/model.pt with the pipeline's accuracy evaluation)."""
-    from dualat.evaluation.classification import accuracy  # lazy: matplotlib, absent on the GPU machine
+    from dualat.evaluation.classification import accuracy  # lazy: evaluation is for the CPU side only
 
     state = torch.load(run_dir / f"{method}.pt", map_location="cpu")
     folder = out_dir / "models" / method
