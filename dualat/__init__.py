@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "artifacts", "attacks", "bookkeeping", "checkpoint", "config", "curriculum", "data", "datasets", "ema", "energy", "evaluation",
     "explore", "fid_reference", "generate", "losses", "metrics", "model_io", "models", "paper_values", "progress", "proxy",
-    "records", "reports", "runs", "sampling", "stages", "train",
+    "records", "reports", "runs", "sampling", "stages", "train", "views",
 }  # fmt: skip
 
 

@@ -215,6 +215,12 @@ def test_ood_attacks_lower_the_auroc(tiny_net_models, tmp_path):
     cell = ood_detection.ood(cfg, "ratio", path, tmp_path / "eval", progress=False)["sets"]["noise"]
     for score in ("max_prob", "neg_energy"):
         assert cell[score]["adversarial"] <= cell[score]["clean"]
+    with np.load(tmp_path / "eval" / "scores.npz") as f:  # the scores behind each AUROC (views.ood plots them)
+        for score in ("max_prob", "neg_energy"):
+            s_id, s_clean = f[f"id/{score}"], f[f"noise/{score}/clean"]
+            assert len(s_id) == cfg.data.n_test and len(s_clean) == len(f[f"noise/{score}/adversarial"]) == 16
+            share = (s_id[:, None] > s_clean[None, :]).mean() + 0.5 * (s_id[:, None] == s_clean[None, :]).mean()
+            assert share == pytest.approx(cell[score]["clean"])  # AUROC = P(score_id > score_ood)
 
 
 # --- not computed ---------------------------------------------------------------------------------

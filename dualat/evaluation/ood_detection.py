@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +21,7 @@ from dualat.evaluation.runner import missing, run, timed
 from dualat.metrics import auroc, predict_logits, score_max_prob, score_neg_energy
 from dualat.metrics.accuracy import batches
 from dualat.model_io import device
+from dualat.records import atomic_open
 
 # score -> (its function of the logits, the attack that raises it on OOD images)
 SCORES = {"max_prob": (score_max_prob, pgd_uniform_ce), "neg_energy": (score_neg_energy, pgd_logsumexp)}
@@ -33,18 +35,23 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
     Each set's cell records its draw (seed, set size, sha256 of the indices, provenance); a
     missing set gets NotComputed in its cell.
 
-    Writes out_dir/ood.json.
+    Writes out_dir/ood.json and out_dir/scores.npz (every score: "id/<score>",
+    "<set>/<score>/clean", "<set>/<score>/adversarial"; what `dualat.show.ood` plots).
     """
-    compute = partial(ood_metrics, cfg=cfg, progress=progress)
+    compute = partial(ood_metrics, cfg=cfg, progress=progress, scores_path=Path(out_dir) / "scores.npz")
     return run("ood", cfg, method, model_path, out_dir, compute, reuse={})
 
 
-def ood_metrics(model: nn.Module, seconds: dict, *, cfg: Config, progress: bool) -> dict:
-    """The metrics of `ood` for a loaded model; seconds per OOD set are added to `seconds`."""
+def ood_metrics(
+    model: nn.Module, seconds: dict, *, cfg: Config, progress: bool, scores_path: Path | None = None
+) -> dict:
+    """The metrics of `ood` for a loaded model; seconds per OOD set are added to `seconds`; the
+    scores themselves go to `scores_path` (npz) when given."""
     settings, dev = cfg.evaluate, device()
     x_id, _ = datasets.stack(datasets.test_set(cfg))
     logits_id = predict_logits(model, x_id, settings.batch_size, dev, progress)
     sets: dict[str, Any] = {}
+    scores = {f"id/{key}": score(logits_id).cpu().numpy() for key, (score, _) in SCORES.items()}
     for name in settings.ood_sets:
         try:
             x_ood, draw = ood_images(cfg, name)
@@ -57,9 +64,16 @@ def ood_metrics(model: nn.Module, seconds: dict, *, cfg: Config, progress: bool)
             for key, (score, attack) in SCORES.items():
                 x_adv = _batched(partial(attack, model, cfg=settings.ood_attack), x_ood, settings.batch_size, progress)
                 logits_adv = predict_logits(model, x_adv, settings.batch_size, dev)
-                s_id = score(logits_id)
-                cell[key] = {"clean": auroc(s_id, score(logits_clean)), "adversarial": auroc(s_id, score(logits_adv))}
+                s_id, s_clean, s_adv = score(logits_id), score(logits_clean), score(logits_adv)
+                cell[key] = {"clean": auroc(s_id, s_clean), "adversarial": auroc(s_id, s_adv)}
+                scores |= {
+                    f"{name}/{key}/clean": s_clean.cpu().numpy(),
+                    f"{name}/{key}/adversarial": s_adv.cpu().numpy(),
+                }
         sets[name] = cell
+    if scores_path is not None:
+        with atomic_open(scores_path, "wb") as f:
+            np.savez(f, **scores)
     return {"sets": sets, "n_id": len(x_id), "ood_n": settings.ood_n}
 
 

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 from dualat.records import NotComputed
 from dualat.reports.reading import REPORTS, history
 
+PANELS_PER_ROW = 3  # training curves: wider rows shrink each panel below reading size
+
 
 def save_figure(fig, number: int) -> Path:
     """reports/figures/figure<number>.png; closes the figure."""
@@ -57,15 +59,21 @@ def curves(axes, runs: dict[str, list[dict] | NotComputed], keys: tuple[str, ...
 
 
 def plot_training(folder: str | Path, keys: list[str]):
-    """Curves of history.json in a training folder, one panel per key (or the not-computed reason)."""
+    """Curves of history.json in a training folder, one panel per key, at most PANELS_PER_ROW
+    to a row so that each stays readable (or the not-computed reason)."""
     hist = history(Path(folder))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    cols = min(PANELS_PER_ROW, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    panels = axes.flatten()
+    for ax in panels[len(keys) :]:
+        ax.set_axis_off()
     if isinstance(hist, NotComputed):
-        not_computed_axes(axes[0, 0], hist.reason)
-        for ax in axes[0, 1:]:
+        not_computed_axes(panels[0], hist.reason)
+        for ax in panels[1:]:
             ax.set_axis_off()
         return fig
-    curves(axes[0], {Path(folder).name: hist}, tuple(keys))
+    curves(panels, {Path(folder).name: hist}, tuple(keys))
     fig.tight_layout()
     return fig
 
