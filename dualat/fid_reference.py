@@ -19,6 +19,7 @@ from dualat import datasets, generate, metrics
 from dualat.config import Config
 from dualat.data import test_transform
 from dualat.model_io import device
+from dualat.progress import bar
 from dualat.records import NotComputed, atomic_open, sha256_file
 
 Features = Callable[[torch.Tensor], np.ndarray]  # images (N, 3, H, W) in [0, 1] -> features (N, D)
@@ -70,7 +71,7 @@ def real_features(
             if "key" in f and str(f["key"]) == stamp:
                 return f["feats"].astype(np.float64), f["labels"]
     feats, labels = [], []
-    for start in range(0, n, 256):
+    for start in bar(range(0, n, 256), desc="Inception features"):
         x, y = datasets.stack_range(dataset, start, min(start + 256, n))
         feats.append(features(x))
         labels.append(y.numpy())
