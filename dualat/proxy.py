@@ -76,7 +76,7 @@ def chain_flops(cfg: Config, F: float, T_mean: float, stage2_steps: int | None =
     stage1, stage2, K = cfg.stage1, cfg.stage2, cfg.stage1.attack.steps
     steps1 = stage1.epochs * -(-cfg.data.n_train // stage1.batch_size)
     steps2 = -(-stage2.images // stage2.batch_size) if stage2_steps is None else stage2_steps
-    n, T = cfg.sample.n_samples, cfg.sample.steps
+    n, T = cfg.sample.n_samples, cfg.sample.steps  # T: each method's number of sampling steps
     return {
         "standard_at": steps1 * stage1.batch_size * F * (2 * K + 4),
         "ratio": steps1 * stage1.batch_size * F * (2 * K + 4 + 2 * cfg.ratio.ood_attack.steps + 4),

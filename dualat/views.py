@@ -16,18 +16,26 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 
 from dualat.records import NotComputed, read_record
+from dualat.reports.reading import value
 
 CAVEAT = " ({profile} profile: shows that the stage runs; not evidence for the paper's claims.)"
 
 
+# the value of each group without which there is nothing to read
+HEADLINE = {"accuracy": "clean_acc", "generation": "fid_conditional", "counterfactuals": "fid", "ood": "sets"}
+
+
 def _record(out_dir: Path, group: str) -> tuple[dict | NotComputed, str]:
-    """(metrics or why there are none, the caveat of the record's profile)."""
+    """(metrics, or why there are none: the record's own reason when its headline value was not
+    computed; the caveat of the record's profile)."""
     path = out_dir / f"{group}.json"
     if not path.exists():
         return NotComputed(f"{path} was not produced"), ""
     record = read_record(path)
     profile = record.get("config", {}).get("profile", "paper")
-    return record["metrics"], "" if profile == "paper" else CAVEAT.format(profile=profile)
+    headline = value(record["metrics"], HEADLINE[group])
+    metrics = headline if isinstance(headline, NotComputed) else record["metrics"]
+    return metrics, "" if profile == "paper" else CAVEAT.format(profile=profile)
 
 
 def _percent(v: Any) -> str:
@@ -48,9 +56,9 @@ def accuracy(out_dir: str | Path) -> str:
     metrics, caveat = _record(out_dir, "accuracy")
     if isinstance(metrics, NotComputed):
         return _show(f"Accuracy: {metrics}", [])
-    autoattack = metrics["autoattack"]
-    robust = autoattack if isinstance(autoattack, NotComputed) else _percent(autoattack["robust_acc"])
-    on = "" if isinstance(autoattack, NotComputed) else f" on {autoattack['n']} images"
+    robust, n = value(metrics, "autoattack", "robust_acc"), value(metrics, "autoattack", "n")
+    on = "" if isinstance(robust, NotComputed) else f" on {n} images"
+    robust = _percent(robust)
     reading = (
         f"Clean accuracy {_percent(metrics['clean_acc'])} on {metrics['n_test']} test images, "
         f"PGD {_percent(metrics['pgd_acc'])}, AutoAttack {robust}{on}; "
@@ -73,11 +81,11 @@ def generation(out_dir: str | Path) -> str:
     metrics, caveat = _record(out_dir, "generation")
     if isinstance(metrics, NotComputed):
         return _show(f"Generation: {metrics}", [])
-    control = metrics["control"]
+    control = _fid_kid(value(metrics, "control", "fid"), value(metrics, "control", "kid"))
     reading = (
         f"{metrics['n_samples']} class-conditional samples after {metrics['steps']} steps: "
         f"{_fid_kid(metrics['fid_conditional'], metrics['kid_conditional'])}; the seed images "
-        f"before any step: {_fid_kid(control['fid'], control['kid'])} (lower is closer to the "
+        f"before any step: {control} (lower is closer to the "
         f"training set). Below: seeds, conditional samples (row = class), unconditional.{caveat}"
     )
     grids = ("seeds", "samples_conditional", "samples_unconditional")

@@ -65,3 +65,12 @@ def test_training_curves_wrap_into_rows_of_three(tmp_path):
     shown = [ax for ax in fig.axes if ax.axison]
     assert len(fig.axes) == 6 and [ax.get_ylabel() for ax in shown] == keys  # 2 rows of 3, one empty
     assert fig.get_size_inches()[0] <= 15 and all(len(ax.lines) == 1 for ax in shown)
+
+
+@pytest.mark.parametrize("group", ["accuracy", "generation", "counterfactuals"])
+def test_record_of_not_computed_values_reads_its_reason(tmp_path, group):
+    """The pipeline writes a missing dataset's record as every value "not computed: <reason>"."""
+    reason = NotComputed("cifar100: data not found")
+    keys = {"accuracy": ["clean_acc", "autoattack"], "generation": ["fid_conditional", "control"]}
+    _write(tmp_path, group, dict.fromkeys(keys.get(group, ["fid", "eps"]), reason), "quick")
+    assert "not computed: cifar100: data not found" in getattr(views, group)(tmp_path)
