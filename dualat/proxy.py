@@ -324,7 +324,8 @@ def ingest(
             "steps": steps,
         }
     keys = ("hardware", "seconds", "steps", "final_T", "stage2_cut_short", "forward_gflop", "achieved_tflops")
-    summary = {"methods": metrics, "run": {k: run[k] for k in keys}}
+    planned = ("stage1_epochs", "stage2_steps_planned")  # what the run was sized for (runs of before: absent)
+    summary = {"methods": metrics, "run": {k: run[k] for k in keys} | {k: run[k] for k in planned if k in run}}
     write_record(
         out_dir / "proxy.json", summary, config=config.to_dict(cfg), checkpoint=None, wall_seconds=time.time() - t0
     )

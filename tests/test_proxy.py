@@ -72,6 +72,7 @@ def test_gpu_proxy_script_runs_the_chain_and_ingest_evaluates_it(tmp_path):
         assert np.isfinite(m["fid"]) and m["fid_boot_std"] >= 0 and np.isfinite(m["kid"])
     section = reports.proxy_section(tmp_path / "results" / "proxy.json")
     assert "Proxy profile" in section and run["hardware"]["date"] in section and "Dual-AT minus RATIO: FID" in section
+    assert "stage 1 and RATIO ran 1 of 1 epochs" in section and "stage 2 ran 3 of 3 iterations" in section
     assert reports.proxy_section(tmp_path / "nowhere.json") == ""
 
 

@@ -83,4 +83,19 @@ def proxy_section(path: Path = RESULTS / "proxy" / "proxy.json") -> str:
         f"{run['final_T']}{' (cut short by the time budget)' if run.get('stage2_cut_short') else ''}. Evaluated here "
         f"(accuracy ± binomial s.e., FID ± bootstrap s.d. of the samples, {html.escape(QUANTITIES['kid'])} ± s.d. "
         f"over subsets).</p><table><tr>{head}</tr>{rows}</table><ul>{claims}</ul>"
+        f"<p>{html.escape(_sizing(run))}</p>"
+    )
+
+
+def _sizing(run: dict) -> str:
+    """How far the run got against its plan, and what a shortened run can show."""
+    done = []
+    if isinstance(run.get("stage1_epochs"), dict):
+        done.append(f"stage 1 and RATIO ran {run['stage1_epochs']['run']} of {run['stage1_epochs']['planned']} epochs")
+    if run.get("stage2_steps_planned"):
+        done.append(f"stage 2 ran {run['steps']['dualat']} of {run['stage2_steps_planned']} iterations")
+    return (
+        (("; ".join(done) + ". ") if done else "")
+        + "A difference reads as an ordering only where it exceeds its ±; a run cut short by its time budget "
+        "shows that the chain runs on a GPU and how fast (docs/gpu_measurements.md), not the paper's claims."
     )
