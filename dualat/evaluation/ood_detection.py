@@ -51,7 +51,8 @@ def ood_metrics(
     x_id, _ = datasets.stack(datasets.test_set(cfg))
     logits_id = predict_logits(model, x_id, settings.batch_size, dev, progress)
     sets: dict[str, Any] = {}
-    scores = {f"id/{key}": score(logits_id).cpu().numpy() for key, (score, _) in SCORES.items()}
+    s_ids = {key: score(logits_id) for key, (score, _) in SCORES.items()}  # the test set's, once
+    scores = {f"id/{key}": s_id.cpu().numpy() for key, s_id in s_ids.items()}
     for name in settings.ood_sets:
         try:
             x_ood, draw = ood_images(cfg, name)
@@ -64,7 +65,7 @@ def ood_metrics(
             for key, (score, attack) in SCORES.items():
                 x_adv = _batched(partial(attack, model, cfg=settings.ood_attack), x_ood, settings.batch_size, progress)
                 logits_adv = predict_logits(model, x_adv, settings.batch_size, dev)
-                s_id, s_clean, s_adv = score(logits_id), score(logits_clean), score(logits_adv)
+                s_id, s_clean, s_adv = s_ids[key], score(logits_clean), score(logits_adv)
                 cell[key] = {"clean": auroc(s_id, s_clean), "adversarial": auroc(s_id, s_adv)}
                 scores |= {
                     f"{name}/{key}/clean": s_clean.cpu().numpy(),
