@@ -16,7 +16,8 @@ import numpy as np
 from IPython.display import Image, Markdown, display
 
 from dualat.records import NotComputed, read_record
-from dualat.reports.reading import value
+from dualat.reports.figures import counterfactual_curve
+from dualat.reports.reading import is_number, percent, value
 
 CAVEAT = " ({profile} profile: shows that the stage runs; not evidence for the paper's claims.)"
 
@@ -39,7 +40,7 @@ def _record(out_dir: Path, group: str) -> tuple[dict | NotComputed, str]:
 
 
 def _percent(v: Any) -> str:
-    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else str(v)
+    return f"{percent(v):.1f}%" if is_number(v) else str(v)
 
 
 def _show(reading: str, images: list[Path]) -> str:
@@ -68,7 +69,7 @@ def accuracy(out_dir: str | Path) -> str:
 
 
 def _fid_kid(fid: Any, kid: Any) -> str:
-    fid_text = f"FID {fid:.1f}" if isinstance(fid, (int, float)) else f"FID {fid}"
+    fid_text = f"FID {fid:.1f}" if is_number(fid) else f"FID {fid}"
     if not isinstance(kid, dict):
         return fid_text
     return f"{fid_text}, KID×10³ {1e3 * kid['mean']:.1f} ± {1e3 * kid['std']:.1f}"
@@ -102,10 +103,9 @@ def counterfactuals(out_dir: str | Path) -> str:
     pairs = "; ".join(f"ε {eps:g}: FID {fid:.1f} at p(t|x') {conf:.2f}" for eps, fid, conf in points)
     reading = f"{metrics['n']} counterfactuals towards a random other class. {pairs}.{caveat}"
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot([c for _, _, c in points], [f for _, f, _ in points], "o-")
-    for eps, fid, conf in points:
-        ax.annotate(f"ε {eps:g}", (conf, fid), fontsize=8, textcoords="offset points", xytext=(4, 4))
+    counterfactual_curve(ax, metrics, "points labelled by ε")
     ax.set(xlabel="mean confidence p(t|x')", ylabel="class-wise FID (lower is better)")
+    ax.legend(fontsize=7)
     display(Markdown(reading))
     display(fig)
     plt.close(fig)

@@ -32,14 +32,19 @@ def _paper_points(ax) -> None:
 
 def _counterfactual_curve(ax, dataset: str, method: str) -> bool:
     """Class-wise FID against confidence over the eps grid of one model; whether anything was drawn."""
-    cf = record(dataset, method, "counterfactuals")
+    return counterfactual_curve(ax, record(dataset, method, "counterfactuals"), METHOD_NAMES[method])
+
+
+def counterfactual_curve(ax, cf: dict | NotComputed, label: str) -> bool:
+    """Class-wise FID against confidence p(t|x') over the eps grid of one counterfactuals record
+    (each point labelled with its eps); whether anything was drawn."""
     fid, conf, eps = value(cf, "fid"), value(cf, "confidence"), value(cf, "eps")
     if not (isinstance(fid, list) and isinstance(conf, list) and isinstance(eps, list)):
         return False
     pts = [(c, f, e) for c, f, e in zip(conf, fid, eps) if is_number(f) and is_number(c)]
     if not pts:
         return False
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=METHOD_NAMES[method])
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     for c, f, e in pts:
         ax.annotate(f"{e:g}", (c, f), fontsize=7, textcoords="offset points", xytext=(3, 3))
     return True
