@@ -117,7 +117,9 @@ class OptimConfig:
     nesterov: bool
     weight_decay: float = field(metadata=nonneg())
     schedule: str = field(metadata=one_of("cosine", "step", "constant"))
-    milestones: tuple[int, ...]  # epochs of the step schedule
+    milestones: tuple[int, ...] = field(  # epochs of the step schedule, increasing
+        metadata=_check(lambda v: all(m > 0 for m in v) and list(v) == sorted(set(v)), "must be increasing epochs > 0")
+    )
     gamma: float = field(metadata=positive())  # step-schedule factor
 
 
@@ -283,6 +285,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
         return value
+    if tp in (int, float) and isinstance(value, str) and _is_number(value) and not _bare_float(value):
+        raise ConfigError(f"{key} is the string {value!r}: remove the quotes (write {value.strip()})")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
@@ -302,6 +306,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation for {key}: {tp}")
+
+
+def _bare_float(text: str) -> bool:
+    """True where YAML 1.1 reads the unquoted text as a string although it is a number (1e-3)."""
+    return "e" in text.lower() and "." not in text.lower().partition("e")[0]
 
 
 def _is_number(text: str) -> bool:
@@ -358,8 +367,23 @@ def read_params(path: str | Path = "params.yaml") -> dict:
         return json.loads(path.read_text())
     import yaml  # lazy: a machine without PyYAML reads a params.json and never gets here
 
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ConfigError(
+                        f"{path}: key {key!r} is written twice in one block (lines {seen[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); delete one"
+                    )
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
     with path.open() as fh:
-        return yaml.safe_load(fh) or {}
+        return yaml.load(fh, Loader=UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader subclass)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -434,6 +458,11 @@ def check(cfg: Config, dataset: str) -> None:
         )
     if model.arch == "resnet50" and model.depth != 50:
         raise ConfigError(f"{where}.model.depth must be 50 for arch resnet50, got {model.depth}")
+    late = [m for m in cfg.stage1.optim.milestones if m >= cfg.stage1.epochs]
+    if late:
+        raise ConfigError(
+            f"{where}.stage1.optim.milestones must be epochs below stage1.epochs ({cfg.stage1.epochs}), got {late[0]}"
+        )
 
 
 def to_dict(cfg: Any) -> dict:

@@ -151,9 +151,7 @@ def _paper_block(dataset: str) -> str:
     paper = PARAMS.read_text().split("\nquick:\n")[0]
     start = paper.index(f"\n  {dataset}:\n")
     nxt = [paper.find(f"\n  {d}:\n", start + 1) for d in config.DATASETS]
-    block = paper[start : min([i for i in nxt if i > start] or [len(paper)])]
-    # keys merged from CIFAR-10's blocks (`<<: *paper_cifar_...`) carry their comments there
-    return block + (_paper_block("cifar10") if "<<: *paper_cifar_" in block and dataset != "cifar10" else "")
+    return paper[start : min([i for i in nxt if i > start] or [len(paper)])]
 
 
 def _comment_of(block: str, start: str) -> str:
