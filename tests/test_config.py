@@ -211,3 +211,22 @@ def test_curriculum_lag_must_be_0_or_1(tmp_path):
     p = _write(tmp_path, lambda r: r["quick"]["cifar10"]["stage2"]["sampler"].update(curriculum_lag=2))
     with pytest.raises(ConfigError, match=r"stage2\.sampler\.curriculum_lag must be 0 or 1, got 2"):
         config.load(p, dataset="cifar10", profile="quick")
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    text = PARAMS.read_text().replace("profile: quick\n", "profile: quick\nprofile: paper\n", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="'profile' is written twice .* delete one"):
+        config.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("key", ["stage1.optim.lr", "stage1.epochs"])
+def test_a_quoted_number_says_remove_the_quotes(key):
+    with pytest.raises(ConfigError, match=rf"{key} is the string '3': remove the quotes \(write 3\)"):
+        config.load(PARAMS, profile="quick", overrides={key: "3"})
+
+
+@pytest.mark.parametrize("milestones", [[-1], [3, 2], [2, 2], [6]])
+def test_milestones_must_be_increasing_epochs_within_the_run(milestones):
+    with pytest.raises(ConfigError, match="stage1.optim.milestones must be"):
+        config.load(PARAMS, profile="quick", overrides={"stage1.optim.milestones": milestones})
