@@ -9,14 +9,15 @@ writes at most 8 files (each < 16 MiB) to `out`:
     run.json                               seconds, FLOPs, steps, final T, hardware, date, settings
 
 It needs only torch, torchvision, numpy, tqdm (and PyYAML, or a params.json): no papermill, DVC,
-clean-fid or pyautoattack. Stage 2 keeps the final EMA model (no FID on the GPU machine: the
-Inception weights are not carried) and is cut short when the measured speed of stage 1 predicts
-that the whole chain would overrun `budget_s`.
+clean-fid or pyautoattack. With `parallel_ratio` RATIO trains in a second process beside stage 1
+and stage 2 (a small model at B = 128 is launch-bound: the GPU has room for both). Stage 2 keeps
+the final EMA model (the chain's call carries no Inception weights) and is cut short when the
+measured speed of stage 1 predicts that the whole chain would overrun `budget_s`.
 
-`ingest(run_dir)` evaluates those files on the CPU with the normal code
-(`evaluation.classification.accuracy`: clean, PGD, AutoAttack, ECE; Inception features for FID
-with a bootstrap spread and KID) and writes results/proxy/proxy.json, which `reports.build`
-shows as the proxy section.
+The evaluation of those files (`dualat.proxy_eval`: accuracy and AutoAttack, Inception features,
+FID and KID) runs in the same device session, in two short calls after the chain
+(docs/gpu_session.md), or on the CPU by `ingest`, which writes results/proxy/proxy.json for the
+report's proxy section.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ import argparse
 import copy
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +40,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dualat import artifacts, checkpoint, config, datasets, fid_reference, model_io, stages
+from dualat import config, datasets, model_io, proxy_eval, stages
 from dualat.config import METHODS, Config
 from dualat.data import test_transform
 from dualat.generate import balanced_labels, generate, images_at, report_indices, seed_split, selection_size
-from dualat.metrics import feature_stats, fid_from_stats, kid
-from dualat.records import write_record
 
 OUT_FILES = 8  # what comes back from the GPU machine: at most 8 files,
 FILE_BYTES = 16 << 20  # each at most 16 MiB,
@@ -55,7 +56,6 @@ SHARDS = (
     "cifar10_test_00.npz",
     "tinyimagenet32_train50pc_00.npz",
 )
-RESULTS = Path("results/proxy")
 # absent from the bare GPU machine (matplotlib is there, but its import marks evaluation code on the GPU path)
 HEAVY = ("papermill", "dvc", "cleanfid", "pyautoattack", "matplotlib")
 
@@ -110,13 +110,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def stage2_cap(cfg: Config, F: float, stage1_seconds: float, seconds_left: float) -> int:
-    """Stage-2 steps that fit in `seconds_left`, at the speed stage 1 + RATIO ran (seconds per
-    counted FLOP), planning with T at half its cap and 1.5x the sampling estimate. Conservative:
-    on an H100 stage 2 ran at 40 TFLOP/s against stage 1's 30, and T reached 11 of 45 in 627
-    iterations (docs/gpu_measurements.md)."""
+def stage2_cap(cfg: Config, F: float, s_per_flop: float, seconds_left: float) -> int:
+    """Stage-2 steps that fit in `seconds_left`, at `s_per_flop` (the seconds per counted FLOP
+    stage 1 ran at), planning with T at half its cap and 1.5x the sampling estimate. Conservative:
+    on an H100 stage 2 ran at 40 TFLOP/s against stage 1's 30 (docs/gpu_measurements.md)."""
     flops = chain_flops(cfg, F, 0.5 * cfg.stage2.sampler.T_max)
-    s_per_flop = stage1_seconds / (flops["standard_at"] + flops["ratio"])
     steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
     left = seconds_left - 1.5 * s_per_flop * flops["sampling"]
     return max(1, int(left / (s_per_flop * flops["dualat"] / steps2)))
@@ -170,6 +168,7 @@ def run_chain(
     *,
     budget_s: float = 540.0,
     stage1_share: float | None = None,
+    parallel_ratio: bool = False,
     progress: bool = True,
 ) -> dict:
     """Stage 1, RATIO, stage 2 and sampling of the proxy profile; the files listed in the module doc.
@@ -193,7 +192,7 @@ def run_chain(
     if stage1_share is not None:
         cfg = fit_stage1(cfg, work / "probe", stage1_share * budget_s - (time.time() - t_start))
     dirs = {m: work / "models" / cfg.data.dataset / m for m in METHODS}
-    status, seconds, steps2 = _train_chain(cfg, dirs, F, t_start + budget_s, progress)
+    status, seconds, steps2 = _train_chain(cfg, dirs, F, t_start + budget_s, progress, parallel_ratio)
     t0 = time.time()
     _export_samples(cfg, dirs, out)
     seconds["sampling"] = time.time() - t0
@@ -222,25 +221,38 @@ def run_chain(
 
 
 def _train_chain(
-    cfg: Config, dirs: dict[str, Path], F: float, deadline: float, progress: bool
+    cfg: Config, dirs: dict[str, Path], F: float, deadline: float, progress: bool, parallel_ratio: bool = False
 ) -> tuple[dict[str, dict], dict[str, float], int]:
     """Train standard_at, ratio, then dualat from standard_at's best.pt, cut short to end by
-    `deadline` (a time.time()) at the speed stage 1 ran; (statuses, seconds, planned stage-2 steps)."""
+    `deadline` (a time.time()) at the speed stage 1 ran; (statuses, seconds, planned stage-2 steps).
+    With `parallel_ratio`, RATIO runs in a spawned process from the start to the end."""
     seconds: dict[str, float] = {}
     status: dict[str, dict] = {}
-    for method in ("standard_at", "ratio"):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ratio = pool.submit(timed_train, cfg, "ratio", dirs["ratio"]) if parallel_ratio else None
+        timed = ("standard_at",) if parallel_ratio else ("standard_at", "ratio")
+        for method in timed:
+            status[method], seconds[method] = timed_train(cfg, method, dirs[method], progress)
+        flops = chain_flops(cfg, F, 0.0)
+        s_per_flop = sum(seconds.values()) / sum(flops[m] for m in timed)
+        cap = stage2_cap(cfg, F, s_per_flop, deadline - time.time())
+        steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
         t0 = time.time()
-        status[method] = stages.train(cfg, method, dirs[method], progress=progress)
-        seconds[method] = time.time() - t0
-    cap = stage2_cap(cfg, F, seconds["standard_at"] + seconds["ratio"], deadline - time.time())
-    steps2 = -(-cfg.stage2.images // cfg.stage2.batch_size)
-    t0 = time.time()
-    status["dualat"] = stages.train(
-        cfg, "dualat", dirs["dualat"], init=dirs["standard_at"] / "best.pt", progress=progress,
-        stop_after=cap if cap < steps2 else None,
-    )  # fmt: skip
-    seconds["dualat"] = time.time() - t0
+        status["dualat"] = stages.train(
+            cfg, "dualat", dirs["dualat"], init=dirs["standard_at"] / "best.pt", progress=progress,
+            stop_after=cap if cap < steps2 else None,
+        )  # fmt: skip
+        seconds["dualat"] = time.time() - t0
+        if ratio is not None:
+            status["ratio"], seconds["ratio"] = ratio.result()
     return status, seconds, steps2
+
+
+def timed_train(cfg: Config, method: str, folder: Path, progress: bool = False) -> tuple[dict, float]:
+    """(stages.train's status, seconds) of one stage-1 method; a module-level function, so that a
+    spawned process can run it."""
+    t0 = time.time()
+    return stages.train(cfg, method, folder, progress=progress), time.time() - t0
 
 
 def _export_samples(cfg: Config, dirs: dict[str, Path], out: Path) -> None:
@@ -270,86 +282,6 @@ def check_outputs(out: str | Path) -> list[str]:
     if sum(p.stat().st_size for p in files) > TOTAL_BYTES:
         problems.append(f"{sum(p.stat().st_size for p in files)} bytes in all > {TOTAL_BYTES}")
     return problems
-
-
-# --- the CPU side -----------------------------------------------------------------------------------
-
-
-def ingest(
-    run_dir: str | Path,
-    cfg: Config,
-    out_dir: str | Path = RESULTS,
-    *,
-    features=None,
-    n_boot: int = 5,
-    n_samples: int | None = None,
-    kid_subset: int = 1000,
-    progress: bool = True,
-) -> dict:
-    """Evaluate the files of `run_chain` on this machine; write out_dir/proxy.json and return it.
-
-    Per method: evaluation.classification.accuracy (clean on `data.n_test`, PGD, AutoAttack on
-    `autoattack_n`, ECE) of the fp16 weights, FID of the samples to `sample.fid_ref_n` training
-    images with the spread of `n_boot` bootstrap resamples of the samples, KID (mean, std over
-    subsets); `n_samples` evaluates only the first that many samples (labels i mod K: balanced).
-    `features` maps images (N, 3, H, W) in [0, 1] to (N, D) (default: the FID Inception network).
-    """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    run = json.loads((run_dir / "run.json").read_text())
-    t0 = time.time()
-    features = features or fid_reference.inception(cfg)
-    ref_path = out_dir / "fid_ref" / "stats.npz"
-    mu, sigma = fid_reference.reference_stats(cfg, ref_path, features)
-    with np.load(ref_path.with_name("features.npz")) as f:
-        real = f["feats"].astype(np.float64)
-    rng = np.random.default_rng(cfg.sample.seeds[0])
-    metrics: dict[str, Any] = {}
-    for method in METHODS:
-        acc = _accuracy_of_weights(run_dir, cfg, method, out_dir, progress)
-        with np.load(run_dir / f"samples_{method}.npz") as f:
-            x = torch.from_numpy(f["x"][:n_samples]).permute(0, 3, 1, 2).float() / 255
-            steps = int(f["steps"])
-        feats = features(x)
-        boots = [
-            fid_from_stats(*feature_stats(feats[rng.integers(0, len(feats), len(feats))]), mu, sigma)
-            for _ in range(n_boot)
-        ]
-        k = kid(feats, real, cfg.sample.kid_subsets, min(kid_subset, len(feats), len(real)), cfg.sample.seeds[0])
-        metrics[method] = acc | {
-            "fid": fid_from_stats(*feature_stats(feats), mu, sigma),
-            "fid_boot_std": float(np.std(boots, ddof=1)) if n_boot > 1 else None,
-            "kid": k["mean"],
-            "kid_std": k["std"],
-            "n_samples": len(feats),
-            "steps": steps,
-        }
-    keys = ("hardware", "seconds", "steps", "final_T", "stage2_cut_short", "forward_gflop", "achieved_tflops")
-    planned = ("stage1_epochs", "stage2_steps_planned")  # what the run was sized for (runs of before: absent)
-    summary = {"methods": metrics, "run": {k: run[k] for k in keys} | {k: run[k] for k in planned if k in run}}
-    write_record(
-        out_dir / "proxy.json", summary, config=config.to_dict(cfg), checkpoint=None, wall_seconds=time.time() - t0
-    )
-    return summary
-
-
-def _accuracy_of_weights(run_dir: Path, cfg: Config, method: str, out_dir: Path, progress: bool) -> dict:
-    """Clean, PGD and AutoAttack accuracy of run_dir/<method>.pt (fp16 weights, evaluated in fp32
-    as out_dir/models/<method>/model.pt with the pipeline's accuracy evaluation)."""
-    from dualat.evaluation.classification import accuracy  # lazy: evaluation is for the CPU side only
-
-    state = torch.load(run_dir / f"{method}.pt", map_location="cpu")
-    folder = out_dir / "models" / method
-    fp32 = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    checkpoint.save(folder / "model.pt", {"model": fp32})
-    artifacts.write_status(folder, None, method=method, source=str(run_dir))
-    acc = accuracy(cfg, method, folder / "model.pt", out_dir / method, progress=progress)
-    return {
-        "clean_acc": acc["clean_acc"],
-        "pgd_acc": acc["pgd_acc"],
-        "autoattack_acc": acc["autoattack"]["robust_acc"],
-        "n_test": acc["n_test"],
-        "n_autoattack": acc["autoattack"]["n"],
-    }
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -390,48 +322,105 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--work", default="proxy-work", help="full checkpoints (not returned)")
     run.add_argument("--budget-s", type=float, default=540.0, help="wall-clock the chain may use")
     run.add_argument("--stage1-share", type=float, default=None, help="fit stage 1 + RATIO epochs to this share")
-    ing = sub.add_parser("ingest", help="evaluate a returned folder on this machine (CPU)")
-    ing.add_argument("run_dir")
-    ing.add_argument("--data", default=None, help="data root (default: params.yaml's, $DUALAT_DATA)")
-    ing.add_argument("--out", default=str(RESULTS))
-    ing.add_argument("--n-samples", type=int, default=None, help="evaluate the first N samples (default all)")
-    ing.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="on top of the run's settings")
-    stage = sub.add_parser("stage", help="copy the shards the GPU machine needs into a folder")
-    stage.add_argument("source", help="e.g. ../shared/datasets")
-    stage.add_argument("dest", nargs="?", default="data/proxy")
-    js = sub.add_parser("params-json", help="write params.yaml as params.json (for a machine without PyYAML)")
-    js.add_argument("--out", default="params.json")
+    run.add_argument("--parallel-ratio", action="store_true", help="train RATIO in a second process")
     run.add_argument("--params", default="params.yaml", help="or a params.json (see params-json)")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. stage2.images=1280")
+    for name, text in (
+        ("accuracy", "clean, PGD and AutoAttack accuracy of a run's models -> RUN_DIR/accuracy.json (GPU machine)"),
+        ("generative", "FID and KID of a run's samples -> RUN_DIR/generative.json (GPU machine)"),
+        ("ingest", "check a returned folder, compute what did not come back, write results/proxy/proxy.json"),
+    ):
+        part = sub.add_parser(name, help=text)
+        part.add_argument("run_dir")
+        part.add_argument("--data", default=None, help="data root (default: the run's, then $DUALAT_DATA)")
+        part.add_argument("--work", default=str(proxy_eval.RESULTS), help="evaluation records and caches")
+        part.add_argument("--copy-to", default=None, help="also copy the JSON written here (e.g. $OUT)")
+        part.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="on top of the run's settings")
+        if name == "generative":
+            part.add_argument("--inception", default=None, help="folder of the carried parts (stage --kit)")
+        if name == "ingest":
+            part.add_argument("--n-samples", type=int, default=None, help="evaluate the first N samples")
+    stage = sub.add_parser("stage", help="copy the shards (and --kit: the evaluation kit) the GPU machine needs")
+    stage.add_argument("source", help="e.g. ../shared/datasets")
+    stage.add_argument("dest", nargs="?", default="data/proxy")
+    stage.add_argument(
+        "--kit", action="store_true", help="also the FID network in two parts and clean-fid/pyautoattack"
+    )
+    js = sub.add_parser("params-json", help="write params.yaml as params.json (for a machine without PyYAML)")
+    js.add_argument("--out", default="params.json")
     args = ap.parse_args(argv)
-    if args.command == "stage":
-        Path(args.dest).mkdir(parents=True, exist_ok=True)
-        for name in SHARDS:
-            shutil.copy2(Path(args.source) / name, Path(args.dest) / name)
-        print(
-            f"{len(SHARDS)} shards, {sum((Path(args.dest) / n).stat().st_size for n in SHARDS) / 2**20:.1f} MiB in {args.dest}"
-        )
-        return
-    if args.command == "params-json":
-        Path(args.out).write_text(json.dumps(config.read_params("params.yaml"), indent=1))
-        return
-    if args.command == "run":
-        cfg = load_proxy_config(args.params, args.overrides, args.data)
-        info = run_chain(cfg, args.out, args.work, budget_s=args.budget_s, stage1_share=args.stage1_share)
-        problems = check_outputs(args.out)
-        heavy = [name for name in HEAVY if name in sys.modules]  # must not be needed on the GPU machine
-        if heavy:
-            problems.append(f"imported {', '.join(heavy)}")
-        print(
-            json.dumps(
-                {k: info[k] for k in ("seconds", "steps", "stage1_epochs", "final_T", "achieved_tflops")}, indent=1
-            )
-        )
-        if problems:
-            raise SystemExit("outputs over the return limits: " + "; ".join(problems))
+    try:
+        COMMANDS[args.command](args)
+    except proxy_eval.ReturnedFileError as err:
+        raise SystemExit(f"python -m dualat.proxy {args.command}: {err}") from None
+
+
+def _stage(args: argparse.Namespace) -> None:
+    shards = Path(args.dest) / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    for name in SHARDS:
+        shutil.copy2(Path(args.source) / name, shards / name)
+    print(f"{len(SHARDS)} shards, {sum((shards / n).stat().st_size for n in SHARDS) / 2**20:.1f} MiB in {shards}")
+    if args.kit:
+        manifest = proxy_eval.stage_kit(args.dest)
+        print(f"FID network {manifest['name']} in {len(manifest['parts'])} parts of <= "
+              f"{max(p['bytes'] for p in manifest['parts']) / 2**20:.1f} MiB; clean-fid and pyautoattack in {args.dest}/site")  # fmt: skip
+
+
+def _params_json(args: argparse.Namespace) -> None:
+    Path(args.out).write_text(json.dumps(config.read_params("params.yaml"), indent=1))
+
+
+def _run(args: argparse.Namespace) -> None:
+    cfg = load_proxy_config(args.params, args.overrides, args.data)
+    info = run_chain(
+        cfg, args.out, args.work, budget_s=args.budget_s, stage1_share=args.stage1_share,
+        parallel_ratio=args.parallel_ratio,
+    )  # fmt: skip
+    problems = check_outputs(args.out)
+    heavy = [name for name in HEAVY if name in sys.modules]  # must not be needed on the GPU machine
+    if heavy:
+        problems.append(f"imported {', '.join(heavy)}")
+    print(
+        json.dumps({k: info[k] for k in ("seconds", "steps", "stage1_epochs", "final_T", "achieved_tflops")}, indent=1)
+    )
+    if problems:
+        raise SystemExit("outputs over the return limits: " + "; ".join(problems))
+
+
+def _part(args: argparse.Namespace) -> None:
+    """`accuracy` or `generative`: one evaluation part of a run, where the run lies."""
+    run_dir, overrides = Path(args.run_dir), list(args.overrides)
+    proxy_eval.check_returned(run_dir)
+    if args.command == "generative" and args.inception:
+        overrides.append(f"sample.fid_weights={proxy_eval.join_inception(args.inception)}")
+    cfg = run_config(run_dir, overrides, args.data)
+    t0 = time.time()
+    if args.command == "accuracy":
+        values = proxy_eval.accuracy_part(run_dir, cfg, Path(args.work))
     else:
-        cfg = run_config(args.run_dir, args.overrides, args.data)
-        print(json.dumps(ingest(args.run_dir, cfg, args.out, n_samples=args.n_samples), indent=1, default=str))
+        values = proxy_eval.generative_part(run_dir, cfg, Path(args.work))
+    path = proxy_eval.write_part(run_dir, f"{args.command}.json", values, time.time() - t0, hardware())
+    if args.copy_to:
+        shutil.copy2(path, Path(args.copy_to) / path.name)
+    print(path.read_text())
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    proxy_eval.check_returned(args.run_dir)  # every returned file, before any work
+    cfg = run_config(args.run_dir, args.overrides, args.data)
+    summary = proxy_eval.ingest(args.run_dir, cfg, args.work, n_samples=args.n_samples)
+    print(json.dumps(summary, indent=1, default=str))
+
+
+COMMANDS = {
+    "run": _run,
+    "accuracy": _part,
+    "generative": _part,
+    "ingest": _ingest,
+    "stage": _stage,
+    "params-json": _params_json,
+}
 
 
 if __name__ == "__main__":
