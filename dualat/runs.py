@@ -59,20 +59,21 @@ NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, i
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
 # Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
 # the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
-# "proxy" drives the GPU chain and its CPU ingest; no pipeline stage imports it.
+# "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage imports them.
 NOT_TRAINING_CODE = (
     "evaluation",
     "explore",
     "paper_values",
     "progress",
     "proxy",
+    "proxy_eval",
     "records",
     "reports",
     "runs",
     "views",
 )
 # Modules that cannot change an evaluation's numbers.
-NOT_EVALUATION_CODE = ("explore", "paper_values", "progress", "proxy", "reports", "runs", "views")
+NOT_EVALUATION_CODE = ("explore", "paper_values", "progress", "proxy", "proxy_eval", "reports", "runs", "views")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
