@@ -83,7 +83,7 @@ def fetch(name: str, root: Roots = None, splits: Sequence[str] | None = None) ->
     target.mkdir(parents=True, exist_ok=True)
     for url, step in _steps(name, target, splits):
         try:
-            with _socket_timeout(READ_TIMEOUT_S):
+            with socket_timeout(READ_TIMEOUT_S):
                 step()
         except (OSError, RuntimeError, ValueError, tarfile.TarError, zipfile.BadZipFile) as err:  # MD5, timeouts
             raise DownloadFailed(f"{url}: {type(err).__name__}: {err}") from err
@@ -181,7 +181,7 @@ def _file(url: str, filename: str, md5: str, target: Path) -> None:
 
 
 @contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
+def socket_timeout(seconds: float) -> Iterator[None]:
     """torchvision opens its URLs without a timeout: give every socket of the block one."""
     before = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
