@@ -175,9 +175,7 @@ def summary_line(statuses: list[dict], report: str | None = None, verb: str = "c
     done = [s["dataset"] for s in statuses if s["status"] == READY]
     parts = [f"{verb}: {', '.join(done) or 'nothing'}"]
     for label, kind in (("blocked", BLOCKED), ("missing", MISSING), ("not in profile", OUT_OF_PROFILE)):
-        items = [
-            f"{s['dataset']} ({s.get('why') or '; '.join(s['problems'])})" for s in statuses if s["status"] == kind
-        ]
+        items = [f"{s['dataset']} ({_why(s)})" for s in statuses if s["status"] == kind]
         if items:
             parts.append(f"{label}: {', '.join(items)}")
     return "; ".join(parts) + (f"; report: {report}" if report else "")
@@ -220,9 +218,7 @@ def _verdict(statuses: list[dict], cfg: config.Config) -> int:
         for line in status["warnings"]:
             _say(f"preflight: warning: {line}")
         if status["status"] == MISSING:
-            _say(
-                f"preflight: missing: {status['dataset']} ({status['why']}; {status['todo']}); its stages read 'not computed'"
-            )
+            _say(f"preflight: missing: {status['dataset']} ({status['why']}; {status['todo']}): skipped")
         for line in status["problems"]:
             _say(f"preflight: {line}")
     _say(f"preflight ({cfg.profile} profile): {summary_line(statuses, verb='ready')}")
