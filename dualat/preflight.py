@@ -30,7 +30,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from dualat import config, fid_weights
-from dualat.data.catalog import DOWNLOADABLE, describe
+from dualat.data.catalog import DOWNLOADABLE, TINY_300K_MD5, TINY_300K_URL, TINY_IMAGES_FILE, describe
 from dualat.data.download import DOWNLOAD_ENV, fetch_missing
 from dualat.data.fingerprint import source_names, write_json
 from dualat.data.paths import Roots, data_roots, roots_text
@@ -108,6 +108,10 @@ def _how(name: str) -> str:
         return f"download it with `python -m dualat.data.download {name}` (needs a network and {DOWNLOAD_ENV} unset)"
     if name in ("rin", "imagenet_od"):
         return "put ImageNet (ILSVRC-2012) as imagenet/train/<wnid>/, imagenet/val/<wnid>/ there (docs/data.md)"
+    if name == "tiny_images":
+        return f"put {TINY_IMAGES_FILE} (80M Tiny Images, 227 GiB, withdrawn: docs/data.md) there"
+    if name == "tiny_images_300k":
+        return f"download {TINY_300K_URL} there (MD5 {TINY_300K_MD5})"
     return "put it in a data folder (docs/data.md)"
 
 
@@ -124,7 +128,8 @@ def _ood_warnings(cfg: config.Config, roots: Roots) -> list[str]:
             lines.append(
                 f"{dataset}: OOD test set {name} (evaluate.ood_sets): {text}; its AUROC cells read not computed"
             )
-    if cfg.data.ood == "tiny_images" and cfg.data.ood_exclude:
+    p_ood_there = not describe(cfg.data.ood, "train", roots).startswith(("not found", "invalid"))
+    if cfg.data.ood == "tiny_images" and cfg.data.ood_exclude and p_ood_there:
         file = Path(cfg.data.ood_exclude)
         file = file if file.is_absolute() else data_roots(cfg.data_root)[0] / file
         if not file.is_file():

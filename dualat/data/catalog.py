@@ -191,6 +191,8 @@ def _wanted(name: str, split: str) -> str:
         return f"neither {TINYIMAGENET_FOLDER}/{split}/ nor {tinyimagenet_prefix(split)}_NN.npz in"
     if name in ("rin", "imagenet_od"):
         return f"no imagenet/{split}/ in"
+    if name == "svhn":
+        return f"no {svhn_file(split)} in"
     if name in ("tiny_images", "tiny_images_300k"):
         return f"no {TINY_IMAGES_FILE if name == 'tiny_images' else TINY_300K_FILE} in"
     return f"{name} ({split}) under"

@@ -11,7 +11,7 @@ Before any download the host is probed with a short connect timeout (CONNECT_TIM
 bounds the DNS lookup): an offline machine gives up in seconds, never hangs. `DUALAT_DOWNLOAD=0`
 turns downloads off. 80M Tiny Images and ImageNet have no public download: put them in place.
 
-The pipeline's first stage (`data_sources`, dualat/data/fingerprint.py) calls `fetch_missing`;
+The pipeline's first stage (`preflight`, dualat/preflight.py) calls `fetch_missing`;
 by hand: `python -m dualat.data.download NAME [NAME ...] [--root DIR]`.
 """
 
