@@ -79,16 +79,16 @@ def check(cfg: config.Config, fetch: bool = True) -> dict:
     if covered is not None and dataset not in covered:
         return out | {"status": OUT_OF_PROFILE, "why": f"the {cfg.profile} profile is {', '.join(covered)} only"}
     train = describe(dataset, "train", roots)
-    out["sources"] = {"train": train, "test": describe(dataset, test_split, roots), "p_ood": _p_ood(cfg, roots)}
-    out["sources"]["p_ood_key"] = f"data.ood: {cfg.data.ood}"
+    test, p_ood = describe(dataset, test_split, roots), describe(cfg.data.ood, "train", roots)
+    out["sources"] = {"train": train, "test": test, "p_ood": p_ood, "p_ood_key": f"data.ood: {cfg.data.ood}"}
     if train.startswith("not found"):
         return out | {"status": MISSING, "why": train[len("not found: ") :], "todo": _how(dataset)}
     problems = out["problems"]
-    for role, text, name in (("train", train, dataset), ("test", out["sources"]["test"], dataset)):
-        if not text.startswith(("not found", "invalid")):
-            continue
-        problems.append(f"{dataset}: {role} split: {text}; {_how(name) if text.startswith('not') else 'replace it'}")
-    p_ood = out["sources"]["p_ood"]
+    for role, text in (("train", train), ("test", test)):
+        if text.startswith("not found"):
+            problems.append(f"{dataset}: {role} split: {text}; {_how(dataset)}")
+        elif text.startswith("invalid"):  # the message names the file and what to do
+            problems.append(f"{dataset}: {role} split: {text}")
     if p_ood.startswith(("not found", "invalid")):
         key = f"{cfg.profile}.{dataset}.data.ood"
         problems.append(f"{dataset}: p_ood ({key}: {cfg.data.ood}): {p_ood}; {_how(cfg.data.ood)}; {_ood_choices(key)}")
@@ -96,10 +96,6 @@ def check(cfg: config.Config, fetch: bool = True) -> dict:
     out["fid"] = _fid(cfg, fetch, problems)
     problems += [f"{dataset}: {line}" for line in missing_packages()]
     return out | {"status": BLOCKED if problems else READY}
-
-
-def _p_ood(cfg: config.Config, roots: Roots) -> str:
-    return describe(cfg.data.ood, "train", roots)
 
 
 def _how(name: str) -> str:
