@@ -30,7 +30,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from dualat import config, fid_weights
-from dualat.data.catalog import DOWNLOADABLE, TINY_300K_MD5, TINY_300K_URL, TINY_IMAGES_FILE, describe
+from dualat.data.catalog import DOWNLOADABLE, TINY_IMAGES_FILE, describe
 from dualat.data.download import DOWNLOAD_ENV, fetch_missing
 from dualat.data.fingerprint import source_names, write_json
 from dualat.data.paths import Roots, data_roots, roots_text
@@ -106,8 +106,6 @@ def _how(name: str) -> str:
         return "put ImageNet (ILSVRC-2012) as imagenet/train/<wnid>/, imagenet/val/<wnid>/ there (docs/data.md)"
     if name == "tiny_images":
         return f"put {TINY_IMAGES_FILE} (80M Tiny Images, 227 GiB, withdrawn: docs/data.md) there"
-    if name == "tiny_images_300k":
-        return f"download {TINY_300K_URL} there (MD5 {TINY_300K_MD5})"
     return "put it in a data folder (docs/data.md)"
 
 

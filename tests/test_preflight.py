@@ -267,3 +267,25 @@ def test_tiny_images_300k_as_p_ood_passes_the_preflight(project):
     status = json.loads((project / "data/prepared/cifar10/preflight.json").read_text())
     assert status["sources"]["p_ood_key"] == "data.ood: tiny_images_300k"
     assert status["sources"]["p_ood"].startswith("300K_random_images.npy (300K Random Images of Outlier Exposure")
+
+
+def test_tiny_images_300k_is_downloaded_with_its_md5_when_chosen(tmp_path, monkeypatch):
+    from tests.test_data_download import serve
+
+    monkeypatch.chdir(tmp_path)  # data/raw/ in tmp_path
+    monkeypatch.delenv("DUALAT_DATA", raising=False)
+    monkeypatch.delenv(download.DOWNLOAD_ENV, raising=False)
+    monkeypatch.setattr(download, "_probed", {})
+    x = fake_images(6)
+    np.save(tmp_path / "release.npy", x)
+    body = (tmp_path / "release.npy").read_bytes()
+    opened = serve(monkeypatch, {download.TINY_300K_URL: body})
+    monkeypatch.setattr(download, "TINY_300K_MD5", hashlib.md5(body + b"x").hexdigest())  # a wrong MD5
+    outcome = download.fetch_missing(["tiny_images_300k"], log=lambda line: None)
+    assert "not downloaded" in outcome["tiny_images_300k"] and list(Path("data/raw").iterdir()) == []
+    monkeypatch.setattr(download, "TINY_300K_MD5", hashlib.md5(body).hexdigest())
+    assert download.fetch_missing(["tiny_images_300k"], log=lambda line: None) == {
+        "tiny_images_300k": "downloaded into data/raw"
+    }
+    assert set(opened) == {download.TINY_300K_URL}
+    assert torch.equal(get_dataset("tiny_images_300k")[4][0], as_tensor(x[4]))

@@ -30,7 +30,7 @@ DATASETS = (
     "folder",
 )
 # Datasets with a public download (dualat.data.download); the others must be put in place.
-DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "tinyimagenet32")
+DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "tinyimagenet32", "tiny_images_300k")
 
 SHARDS_NOTE = "JPEG q75 offline copy, lossy: see ../shared/datasets/README.md"
 OFFLINE_HINT = (

@@ -6,7 +6,7 @@ Tiny-ImageNet is read, in each folder of `paths.data_roots`, from `tiny-imagenet
 distributed (64x64 JPEG, box-downsampled to 32x32 on reading; dualat.data.download fetches it),
 else from the offline shards `tinyimagenet32_{train50pc,val}_NN.npz` (JPEG q75).
 80M Tiny Images has no download (its authors withdrew it): `tiny_images.bin` must be put in place;
-so must `300K_random_images.npy` (catalog.TINY_300K_URL, MD5 catalog.TINY_300K_MD5).
+`300K_random_images.npy` is downloaded (dualat.data.download) when `data.ood` names it.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def tiny_images_300k(root: Roots = None, transform: Transform | None = None, n: 
         raise DataMissingError(
             "tiny_images_300k (300K Random Images)",
             tried,
-            f"download {TINY_300K_URL} (about 0.9 GB; MD5 {TINY_300K_MD5} as published by pytorch-ood) into "
-            f"{download_root(root)}",
+            f"put {TINY_300K_FILE} ({TINY_300K_URL}, about 0.9 GB, MD5 {TINY_300K_MD5}) in {download_root(root)}, "
+            + FETCH_HINT.format(name="tiny_images_300k"),
         )
     path = found[0]
     try:
