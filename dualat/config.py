@@ -33,6 +33,10 @@ PROFILES = ("paper", "quick", "proxy")
 DATASETS = ("cifar10", "cifar100", "rin")
 METHODS = ("standard_at", "ratio", "dualat")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "rin": 9}
+# Profiles that cover only some datasets; the others run through every stage as "not computed".
+PROFILE_DATASETS = {"proxy": ("cifar10",)}
+# The auxiliary OOD sources p_ood (`data.ood`; docs/data.md)
+OOD_SOURCES = ("tiny_images", "tiny_images_300k", "tinyimagenet32", "imagenet_od", "noise")
 # OOD test sets of Tables 10-12 (`evaluate.ood_sets`); "tinyimagenet32" is the offline stand-in.
 OOD_SETS = ("cifar10", "cifar100", "svhn", "tinyimagenet32", "imagenet_od", "noise")
 
@@ -80,7 +84,9 @@ class DataConfig:
     dataset: str = field(metadata=one_of(*DATASETS))
     num_classes: int = field(metadata=positive())
     image_size: int = field(metadata=positive())
-    ood: str = field(metadata=one_of("tiny_images", "tinyimagenet32", "imagenet_od", "noise"))
+    # p_ood (docs/data.md): tiny_images = 80M Tiny Images (the paper's, CIFAR), tiny_images_300k =
+    # Outlier Exposure's 300K subset, tinyimagenet32 = Tiny-ImageNet 32x32, imagenet_od (RIN), noise
+    ood: str = field(metadata=one_of(*OOD_SOURCES))
     n_train: int = field(metadata=nonneg())  # 0 = the whole training set
     n_test: int = field(metadata=nonneg())  # 0 = the whole test set
     n_ood: int = field(metadata=nonneg())  # 0 = the whole p_ood source

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import torch
 
-from dualat.config import Config
+from dualat.config import PROFILE_DATASETS, Config
 from dualat.data import DataMissingError, check_dataset, data_root, data_roots, describe, get_dataset, test_transform
 from dualat.data.fingerprint import fingerprint
 from dualat.records import NotComputed
-
-# Profiles that cover only some datasets; the others run through every stage as "not computed".
-PROFILE_DATASETS = {"proxy": ("cifar10",)}
 
 
 def root(cfg: Config) -> Path:

@@ -88,6 +88,7 @@ def train(
         steps=result["steps"],
         best=result["best"],
         T=result.get("T"),
+        data_provenance=datasets.data_provenance(cfg),  # train, test and p_ood (data.ood) as read
     )
 
 

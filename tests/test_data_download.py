@@ -20,7 +20,7 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from dualat import data, datasets
+from dualat import data, datasets, preflight
 from dualat.config import load
 from dualat.data import download, fingerprint, tiny
 from tests.test_data import as_tensor, fake_images, write_cifar_folder, write_shards
@@ -224,13 +224,15 @@ def test_downloads_off(workdir, monkeypatch):
     }
 
 
-def test_data_sources_stage_fetches_then_fingerprints(workdir, monkeypatch, capsys):
+def test_preflight_stage_fetches_then_fingerprints(workdir, monkeypatch, capsys):
     (workdir / "params.yaml").write_text(PARAMS.read_text())
     monkeypatch.setattr(download, "_connect", lambda host, port, timeout: f"cannot reach {host}:{port} (stub)")
-    fingerprint.main(["cifar10", "sources.json"])
+    assert preflight.run(out_dir="prepared") == 1  # the first stage: downloads, then stops (no data)
     err = capsys.readouterr().err
     for name in ("cifar10", "cifar100", "svhn", "tinyimagenet32"):  # the quick profile's sets
-        assert f"data: {name} not downloaded (cannot reach" in err
+        assert err.count(f"data: {name} not downloaded (cannot reach") == 1
+    fingerprint.main(["cifar10", "sources.json"])  # the data_sources stage after it: no download
+    assert "data:" not in capsys.readouterr().err
     assert json.loads((workdir / "sources.json").read_text())["files"]["cifar10"] == []
 
 

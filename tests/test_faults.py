@@ -162,8 +162,9 @@ def test_data_fingerprint_follows_the_files(tmp_path):
     fingerprint.write(out, ["cifar10", "tinyimagenet32"], tmp_path / "data")
     assert out.stat().st_mtime_ns == mtime  # unchanged files: DVC sees the same output
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["data_sources"]["do"]["always_changed"] is True
+    assert stages["data_sources"]["do"]["always_changed"] is True and stages["preflight"]["always_changed"] is True
     assert "data/prepared/${item}/sources.json" in stages["prepare"]["do"]["deps"]
+    assert "data/prepared/${item}/preflight.json" in stages["data_sources"]["do"]["deps"]  # runs after it
 
 
 # --- 4: the NaN/inf advice works as said; lr must be finite --------------------------------------
@@ -384,12 +385,12 @@ def test_unknown_profile_is_named(tmp_path):
 def test_unknown_profile_stops_the_first_dvc_stage(tmp_path):
     (tmp_path / "params.yaml").write_text(PARAMS.read_text().replace("profile: quick", "profile: quik", 1))
     r = subprocess.run(
-        [sys.executable, "-m", "dualat.data.fingerprint", "cifar10", "sources.json"],
+        [sys.executable, "-m", "dualat.preflight"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert r.returncode != 0 and "params.yaml: profile must be one of" in r.stderr and "quik" in r.stderr
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert list(stages)[0] == "data_sources"
+    assert list(stages)[0] == "preflight" and stages["preflight"]["cmd"] == "python -m dualat.preflight"
 
 
 # --- 11, 12: scripts fail loudly -------------------------------------------------------------------

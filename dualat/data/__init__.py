@@ -76,6 +76,7 @@ __all__ = [
     "svhn",
     "test_transform",
     "tiny_images",
+    "tiny_images_300k",
     "tinyimagenet32",
     "uniform_noise",
     "verify_sha256",
@@ -127,6 +128,7 @@ if TYPE_CHECKING:
         rin_label,
         svhn,
         tiny_images,
+        tiny_images_300k,
         tinyimagenet32,
         uniform_noise,
     )

@@ -17,9 +17,20 @@ from typing import Any
 from dualat.data.paths import DataError, Roots, data_roots, roots_text
 from dualat.data.shards import find_shards
 
-DATASETS = ("cifar10", "cifar100", "svhn", "tiny_images", "tinyimagenet32", "rin", "imagenet_od", "noise", "folder")
+DATASETS = (
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "tiny_images",
+    "tiny_images_300k",
+    "tinyimagenet32",
+    "rin",
+    "imagenet_od",
+    "noise",
+    "folder",
+)
 # Datasets with a public download (dualat.data.download); the others must be put in place.
-DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "tinyimagenet32")
+DOWNLOADABLE = ("cifar10", "cifar100", "svhn", "tinyimagenet32", "tiny_images_300k")
 
 SHARDS_NOTE = "JPEG q75 offline copy, lossy: see ../shared/datasets/README.md"
 OFFLINE_HINT = (
@@ -50,6 +61,23 @@ TINYIMAGENET_FOLDER = "tiny-imagenet-200"
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINYIMAGENET_TRAIN_PER_CLASS = 250  # the "train50pc" subset: the first half of each class
+
+
+# The p_ood sources (params.yaml `data.ood`; docs/data.md): where each comes from, for provenance.
+# 80M Tiny Images (Torralba et al. 2008; the paper's p_ood for CIFAR, Table 5) was withdrawn by its
+# authors in 2020; an archive.org mirror is cited by OOD code (e.g. kkirchheim/pytorch-ood,
+# pytorch_ood/dataset/img/tinyimages.py: archive.org/details/80-million-tiny-images-2-of-2 holds
+# tiny_images.bin); no published checksum of it was found.
+TINY_IMAGES_FILE = "tiny_images.bin"
+TINY_IMAGES_MIRROR = "https://archive.org/details/80-million-tiny-images-2-of-2"
+# Hendrycks et al.'s "300K Random Images" (Outlier Exposure, ICLR 2019; github.com/hendrycks/
+# outlier-exposure): a 300,000-image subset of 80M Tiny Images with images of CIFAR classes, of
+# Places/LSUN classes and with divisive metadata removed; one .npy of uint8 (300000, 32, 32, 3).
+# URL and MD5 as kkirchheim/pytorch-ood's TinyImages300k gives them (not verified here: offline).
+TINY_300K_FILE = "300K_random_images.npy"
+TINY_300K_URL = "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy"
+TINY_300K_MD5 = "64ca64357de98351f28454274a112dc3"
+TINY_300K_N = 300_000
 
 
 def svhn_file(split: str) -> str:
@@ -83,6 +111,10 @@ def tiny_text(exclude_files: Sequence) -> str:
     names = [Path(e[0] if isinstance(e, tuple) else e).name for e in exclude_files]
     without = f"without the records listed in {', '.join(names)}" if names else "no exclusion list"
     return f"tiny_images.bin (80M Tiny Images, {without})"
+
+
+def tiny_300k_text() -> str:
+    return f"{TINY_300K_FILE} (300K Random Images of Outlier Exposure, a subset of 80M Tiny Images; lossless uint8)"
 
 
 def imagenet_text(split: str) -> str:
@@ -134,7 +166,8 @@ def _present_text(name: str, split: str, root: Path, **kw: Any) -> str | None:
         return shards_text(files) if files else None
     present = {
         "svhn": lambda: (root / svhn_file(split)).is_file(),
-        "tiny_images": lambda: (root / "tiny_images.bin").is_file(),
+        "tiny_images": lambda: (root / TINY_IMAGES_FILE).is_file(),
+        "tiny_images_300k": lambda: (root / TINY_300K_FILE).is_file(),
         "rin": lambda: (root / "imagenet" / split).is_dir(),
         "imagenet_od": lambda: (root / "imagenet" / split).is_dir(),
         "noise": lambda: True,
@@ -142,6 +175,7 @@ def _present_text(name: str, split: str, root: Path, **kw: Any) -> str | None:
     texts = {
         "svhn": lambda: lossless_text(svhn_file(split)),
         "tiny_images": lambda: tiny_text(kw.get("exclude_files", ())),
+        "tiny_images_300k": tiny_300k_text,
         "rin": lambda: imagenet_text(split),
         "imagenet_od": lambda: imagenet_text(split),
         "noise": lambda: noise_text(kw.get("seed", 0)),
@@ -155,4 +189,10 @@ def _wanted(name: str, split: str) -> str:
         return f"neither {CIFAR[name][0]}/ nor {name}_{split}_NN.npz in"
     if name == "tinyimagenet32":
         return f"neither {TINYIMAGENET_FOLDER}/{split}/ nor {tinyimagenet_prefix(split)}_NN.npz in"
+    if name in ("rin", "imagenet_od"):
+        return f"no imagenet/{split}/ in"
+    if name == "svhn":
+        return f"no {svhn_file(split)} in"
+    if name in ("tiny_images", "tiny_images_300k"):
+        return f"no {TINY_IMAGES_FILE if name == 'tiny_images' else TINY_300K_FILE} in"
     return f"{name} ({split}) under"

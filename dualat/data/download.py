@@ -2,7 +2,9 @@
 
 CIFAR-10, CIFAR-100 and SVHN come from the URLs and MD5 digests of their torchvision dataset
 classes, Tiny-ImageNet-200 (the 32x32 p_ood stand-in; torchvision has no class for it) from
-CS231n's zip with its published MD5 (catalog.py). torchvision's own download helper shows a
+CS231n's zip with its published MD5, Outlier Exposure's 300K Random Images (a p_ood choice,
+fetched only when `data.ood` names it) from its author's URL with the MD5 that pytorch-ood
+gives (catalog.py). torchvision's own download helper shows a
 progress bar and checks every archive's MD5; a failed check is an error, the file is removed and
 nothing is extracted. Archives are extracted into a hidden folder and renamed into place, so an
 interrupted download never leaves a half-filled dataset folder.
@@ -11,7 +13,7 @@ Before any download the host is probed with a short connect timeout (CONNECT_TIM
 bounds the DNS lookup): an offline machine gives up in seconds, never hangs. `DUALAT_DOWNLOAD=0`
 turns downloads off. 80M Tiny Images and ImageNet have no public download: put them in place.
 
-The pipeline's first stage (`data_sources`, dualat/data/fingerprint.py) calls `fetch_missing`;
+The pipeline's first stage (`preflight`, dualat/preflight.py) calls `fetch_missing`;
 by hand: `python -m dualat.data.download NAME [NAME ...] [--root DIR]`.
 """
 
@@ -35,6 +37,9 @@ from dualat.data.catalog import (
     CIFAR,
     DOWNLOADABLE,
     SVHN_URL,
+    TINY_300K_FILE,
+    TINY_300K_MD5,
+    TINY_300K_URL,
     TINYIMAGENET_FOLDER,
     TINYIMAGENET_MD5,
     TINYIMAGENET_URL,
@@ -51,6 +56,7 @@ SVHN_SPLITS = ("test",)  # SVHN is only an OOD test set (Tables 10-12): no profi
 # archives hold both).
 NEEDED_SPLITS = {"cifar10": ("train", "test"), "cifar100": ("train", "test"), "svhn": SVHN_SPLITS}
 NEEDED_SPLITS["tinyimagenet32"] = ("train", "val")
+NEEDED_SPLITS["tiny_images_300k"] = ("train",)  # one file
 
 _probed: dict[tuple[str, int], str | None] = {}  # (host, port) -> None (reachable) or why not
 
@@ -83,7 +89,7 @@ def fetch(name: str, root: Roots = None, splits: Sequence[str] | None = None) ->
     target.mkdir(parents=True, exist_ok=True)
     for url, step in _steps(name, target, splits):
         try:
-            with _socket_timeout(READ_TIMEOUT_S):
+            with socket_timeout(READ_TIMEOUT_S):
                 step()
         except (OSError, RuntimeError, ValueError, tarfile.TarError, zipfile.BadZipFile) as err:  # MD5, timeouts
             raise DownloadFailed(f"{url}: {type(err).__name__}: {err}") from err
@@ -125,6 +131,8 @@ def _url(name: str, split: str) -> str:
     """The URL of dataset `name` as catalog.py gives it (the host torchvision downloads from)."""
     if name in CIFAR:
         return CIFAR[name][2]
+    if name == "tiny_images_300k":
+        return TINY_300K_URL
     return SVHN_URL.format(file=svhn_file(split)) if name == "svhn" else TINYIMAGENET_URL
 
 
@@ -143,6 +151,8 @@ def _steps(name: str, target: Path, splits: Sequence[str]) -> list[tuple[str, Ca
         return [(cls.url, lambda: _archive(cls.url, cls.filename, cls.tgz_md5, target, folder, check))]
     if name == "svhn":
         return [(tvd.SVHN.split_list[s][0], lambda s=s: _file(*tvd.SVHN.split_list[s], target)) for s in splits]
+    if name == "tiny_images_300k":
+        return [(TINY_300K_URL, lambda: _file(TINY_300K_URL, TINY_300K_FILE, TINY_300K_MD5, target))]
     zip_name = TINYIMAGENET_URL.rsplit("/", 1)[1]
     return [
         (TINYIMAGENET_URL, lambda: _archive(TINYIMAGENET_URL, zip_name, TINYIMAGENET_MD5, target, TINYIMAGENET_FOLDER))
@@ -181,7 +191,7 @@ def _file(url: str, filename: str, md5: str, target: Path) -> None:
 
 
 @contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
+def socket_timeout(seconds: float) -> Iterator[None]:
     """torchvision opens its URLs without a timeout: give every socket of the block one."""
     before = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)

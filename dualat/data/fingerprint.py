@@ -5,10 +5,9 @@ runs on every `dvc repro`, see dvc.yaml): when a data folder is fixed, filled or
 fingerprint changes and `prepare` and everything after it rerun; when it is unchanged they stay
 cached. Training runs keep the fingerprint in their resume key (`dualat.runs`).
 
-The stage first downloads the public datasets missing from every data folder (download.py:
-into data/raw/, failing within seconds offline; DUALAT_DOWNLOAD=0 turns it off), so that what it
-fingerprints is what the later stages read. No torch import unless a download runs, so the stage
-starts fast. Run as `python -m dualat.data.fingerprint DATASET OUT`.
+The stage runs after `preflight` (dualat.preflight), which downloads the public datasets missing
+from every data folder, so that what it fingerprints is what the later stages read. No torch
+import, so the stage starts fast. Run as `python -m dualat.data.fingerprint DATASET OUT`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import sys
 from pathlib import Path
 
 from dualat import config
-from dualat.data.download import fetch_missing
 from dualat.data.paths import Roots, data_roots
 
 # What each dataset reads below a data root (globs; folders are listed recursively, except that a
@@ -30,6 +28,7 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "cifar100": ("cifar100_*.npz", "cifar-100-python", "SHA256SUMS"),
     "svhn": ("train_32x32.mat", "test_32x32.mat"),
     "tiny_images": ("tiny_images.bin", "*tiny*exclu*", "*cifar*idxs*"),
+    "tiny_images_300k": ("300K_random_images.npy",),
     "tinyimagenet32": (
         "tinyimagenet32_*.npz",
         "SHA256SUMS",
@@ -79,23 +78,29 @@ def fingerprint(datasets: list[str], root: Roots = None) -> dict:
     return out | ({"roots": [str(r) for r in roots]} if len(roots) > 1 else {})
 
 
-def write(out: str | os.PathLike, datasets: list[str], root: str | os.PathLike | None = None) -> dict:
-    """Write the fingerprint to `out` (JSON), rewriting it only when its content changes."""
-    fp = fingerprint(datasets, root)
-    text = json.dumps(fp, indent=1, sort_keys=True) + "\n"
+def write_json(out: str | os.PathLike, content: dict) -> None:
+    """Write `content` to `out` as JSON (atomically), only when it differs from what is there: an
+    unchanged file keeps its time stamp, and DVC sees no change."""
+    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
     out = Path(out)
     if not out.is_file() or out.read_text() != text:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text)
         tmp.replace(out)
+
+
+def write(out: str | os.PathLike, datasets: list[str], root: str | os.PathLike | None = None) -> dict:
+    """Write the fingerprint to `out` (JSON), rewriting it only when its content changes."""
+    fp = fingerprint(datasets, root)
+    write_json(out, fp)
     return fp
 
 
 def main(argv: list[str]) -> None:
-    """`python -m dualat.data.fingerprint DATASET OUT`: download what is missing and can be
-    downloaded (dualat.data.download), then write the fingerprint of every source the dataset's
-    stages read under params.yaml's profile (training set, p_ood, the OOD test sets)."""
+    """`python -m dualat.data.fingerprint DATASET OUT`: write the fingerprint of every source the
+    dataset's stages read under params.yaml's profile (training set, p_ood, the OOD test sets).
+    The downloads ran before, in the preflight stage (dualat.preflight)."""
 
     if len(argv) != 2:
         sys.exit("usage: python -m dualat.data.fingerprint DATASET OUT")
@@ -104,9 +109,12 @@ def main(argv: list[str]) -> None:
         cfg = config.load(dataset=dataset)
     except config.ConfigError as e:
         sys.exit(f"params.yaml: {e}")
-    names = list(dict.fromkeys([dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
-    fetch_missing(names, cfg.data_root)  # the public datasets missing from every data folder
-    write(out, names, cfg.data_root)
+    write(out, source_names(cfg), cfg.data_root)
+
+
+def source_names(cfg: config.Config) -> list[str]:
+    """The data sources a dataset's stages read: the training (and test) set, p_ood, the OOD test sets."""
+    return list(dict.fromkeys([cfg.data.dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Image datasets of the paper by name: CIFAR-10/100, SVHN, 80M Tiny Images, Tiny-ImageNet 32x32,
-RestrictedImageNet, ImageNetOD, uniform noise and any image folder (`get_dataset`).
+"""Image datasets of the paper by name: CIFAR-10/100, SVHN, 80M Tiny Images and its 300K subset
+(Outlier Exposure), Tiny-ImageNet 32x32, RestrictedImageNet, ImageNetOD, uniform noise and any
+image folder (`get_dataset`).
 
 Every dataset returns `(image, label)` with an int label. With `transform=None` the image is a
 float tensor (3, H, W) in [0, 1]; otherwise the transform receives an RGB PIL image. `n > 0` keeps
@@ -33,7 +34,7 @@ from dualat.data.cifar_svhn import CIFAR10_CLASSES, cifar, svhn
 from dualat.data.imagenet import RIN_CLASSES, RIN_RANGES, imagenet_od, restricted_imagenet, rin_label
 from dualat.data.images import ArrayImages, FileImages, Transform, to_sample
 from dualat.data.paths import DataMissingError, PathLike, Roots, data_roots
-from dualat.data.tiny import TinyImages, tiny_images, tinyimagenet32
+from dualat.data.tiny import TinyImages, tiny_images, tiny_images_300k, tinyimagenet32
 from dualat.data.validate import TooFewImages, first_n
 
 __all__ = [  # the public names of the dataset modules, re-exported here and by dualat.data
@@ -55,6 +56,7 @@ __all__ = [  # the public names of the dataset modules, re-exported here and by 
     "rin_label",
     "svhn",
     "tiny_images",
+    "tiny_images_300k",
     "tinyimagenet32",
     "uniform_noise",
 ]
@@ -112,7 +114,7 @@ def get_dataset(
     n_key: str = "n",
     **kw: Any,
 ) -> Dataset:
-    """Dataset by name (one of DATASETS); `split` is ignored by tiny_images, noise and folder.
+    """Dataset by name (one of DATASETS); `split` is ignored by tiny_images(_300k), noise and folder.
 
     `n_key` names `n` in the error when n exceeds the dataset (the config key, e.g. "data.n_train").
     Extra keywords go to the builder: download (cifar*, svhn), exclude_files/index_base
@@ -130,6 +132,7 @@ def _build(name: str, split: str, root: Roots, transform: Transform | None, n: i
         "cifar100": lambda: cifar(name, split, root, transform, n, **kw),
         "svhn": lambda: svhn(split, root, transform, n, **kw),
         "tiny_images": lambda: tiny_images(root, n=n, transform=transform, **kw),
+        "tiny_images_300k": lambda: tiny_images_300k(root, transform, n),
         "tinyimagenet32": lambda: tinyimagenet32(split, root, transform, n, **kw),
         "rin": lambda: restricted_imagenet(split, root, transform, n=n, **kw),
         "imagenet_od": lambda: imagenet_od(split, root, transform, n, **kw),

