@@ -6,11 +6,15 @@ inside the L2 ball B(x, eps) ∩ [0, 1]^d. Its step, `pgd_step`, is also the ste
 (`dualat.sampling`, without the ball) and of the fused stage-2 loop.
 
 Variants (`AttackConfig.variant`):
-- "ratio": zero start, momentum on the L1-normalised gradient, v <- mu * v + g / ||g||_1 (per
-  sample), step eta * v / ||v||_2, and the iterate with the highest objective is returned
-  (RATIO's stage-1 attack as the released code runs it: REFERENCE.md, 'Measured against the
+- "ratio": zero start, momentum on the L1-normalised gradient, v <- mu * v + g / (||g||_1 + 1e-10)
+  (per sample, g the gradient of the batch-mean objective), step eta * v / ||v||_2, and the
+  iterate with the highest objective is returned (the RATIO code's attack as the released code
+  runs it, for in- and out-distribution inputs alike: REFERENCE.md, 'Measured against the
   released code'; the paper text does not describe the attack's inner rule).
-- "plain": zero start, step eta * g / ||g||_2, last iterate (the released stage-2 attack).
+- "plain": zero start, step eta * g / ||g||_2, last iterate (the released stage-2 attack and the
+  released OOD evaluation attack of Tables 10-12).
+Both project onto the eps-ball with torch.renorm's rule (`project_l2`), as every L2 attack of
+the released code does, then clamp to [0, 1].
 """
 
 from __future__ import annotations
@@ -34,15 +38,25 @@ def l2_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
-def l1_norm(v: torch.Tensor) -> torch.Tensor:
-    """Per-sample L1 norm of (B, ...) as (B, 1, 1, 1)-broadcastable, never zero."""
-    return v.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+# The released RATIO attack divides by 1e-10 + ||g||_1, g the gradient of the MEAN objective over
+# the attacked batch (InNOutRobustness, utils/adversarial_attacks/argmin_pgd.py, the class behind
+# --id_pgd / --od_pgd argmin, the default; vendored in DAT @fb2ffc7). A value, not code, carried over.
+RATIO_L1_EPS = 1e-10
+
+
+def l1_normalise(grad: torch.Tensor) -> torch.Tensor:
+    """g / (||g||_1 + RATIO_L1_EPS) per sample of (B, ...), with g = grad / B the gradient of the
+    batch-mean objective (`grad` is the gradient of the batch sum, as `input_grad` returns it).
+    The epsilon only matters where ||g||_1 is tiny (a saturated softmax on OOD inputs)."""
+    g = grad / len(grad)  # d mean / dx: the released code differentiates the batch mean
+    return g / (g.flatten(1).abs().sum(dim=1) + RATIO_L1_EPS).view(-1, *([1] * (g.dim() - 1)))
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Project each perturbation of (B, ...) onto the L2 ball of radius eps."""
-    norm = delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.dim() - 1)))
-    return delta * torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
+    """Project each perturbation of (B, ...) onto the L2 ball of radius eps with torch.renorm's
+    rule, the projection of every L2 attack in the released code: a row whose norm exceeds eps
+    is scaled by eps / (norm + 1e-7) (so it ends a hair inside the sphere), others are kept."""
+    return torch.renorm(delta, p=2, dim=0, maxnorm=eps)
 
 
 def pgd_step(
@@ -98,7 +112,7 @@ def pgd_l2(model: nn.Module, x: torch.Tensor, objective: Objective, cfg: AttackC
                     best_value = torch.full_like(value, -float("inf"))
                 better = value > best_value
                 best_x[better], best_value[better] = x_t[better], value[better]
-                velocity = cfg.momentum * velocity + grad / l1_norm(grad)  # released code: L1
+                velocity = cfg.momentum * velocity + l1_normalise(grad)  # released code: L1
                 grad = velocity  # the step goes along velocity / ||velocity||_2
             x_t = pgd_step(x_t, grad, cfg.step_size, x, cfg.eps)
         if cfg.variant != "ratio":

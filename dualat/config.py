@@ -107,7 +107,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class AttackConfig:
     """L2 PGD. `variant`: "ratio" = zero start, momentum on the L1-normalised gradient, best
-    iterate (RATIO's stage-1 attack); "plain" = zero start, last iterate."""
+    iterate (the RATIO code's attack, in- and out-distribution); "plain" = zero start, normalised
+    gradient step, last iterate (the released Dual-AT code's attack). Both project with
+    torch.renorm's rule (dualat.attacks.project_l2)."""
 
     eps: float = field(metadata=positive())
     step_size: float = field(metadata=positive())
@@ -153,9 +155,14 @@ class Stage1Config:
 
 @dataclass(frozen=True)
 class RatioConfig:
-    """RATIO (Eq. 13): L_AT-CE + lam * CE(f(x'_ood), uniform), x'_ood attacked within eps_o."""
+    """RATIO's loss, at_weight * L_AT-CE + lam * CE(U, p(y|x'_ood)), x'_ood attacked within eps_o.
 
-    lam: float = field(metadata=nonneg())
+    Eq. 13 (text): at_weight 1, lam 1. The released training (InNOutRobustness' AdversarialACET,
+    REFERENCE.md 'Measured against the released code'): 0.5 * L_AT-CE + 0.5 * KL(U || p(y|x'_ood)),
+    i.e. at_weight 0.5, lam 0.5 (KL(U || p) = CE(U, p) - log K: the same gradient)."""
+
+    at_weight: float = field(metadata=positive())  # weight of L_AT-CE in RATIO's loss only
+    lam: float = field(metadata=nonneg())  # weight of the OOD term (Eq. 13's lambda)
     ood_attack: AttackConfig
     ood_augmentation: str = field(metadata=one_of("classification", "generative"))
 
@@ -165,7 +172,7 @@ class SamplerConfig:
     """Contrastive sampling of stage 2 (Algorithm 1, Eq. 8 ancestral form) and its curriculum."""
 
     step_size: float = field(metadata=positive())  # eta
-    T_max: int = field(metadata=nonneg())  # paper 45 (CIFAR) / 18 (RIN); released code 50
+    T_max: int = field(metadata=nonneg())  # Table 5: 45 (CIFAR) / 18 (RIN); released CIFAR runs: 50
     curriculum: str = field(metadata=one_of("auc", "loss"))
     auc_threshold: float = field(metadata=unit())  # raise T when mean AUC >= this
     auc_window_images: int = field(metadata=positive())  # history of ceil(window / B) batches

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -40,10 +42,20 @@ def bce_energy(
 
 
 def ratio_ood(logits_ood_adv: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """RATIO's OOD term (Eq. 13): mean CE of f(x'_ood) (B, K) to the uniform distribution 1/K."""
+    """RATIO's OOD term on attacked OOD logits (B, K), batch mean, in two forms that differ by a
+    constant:
+
+        Eq. 13 (text):     CE(U, p(y|x'_ood)) = -(1/K) sum_k log p_k
+        released code:     KL(U || p(y|x'_ood)) = CE(U, p) - log K
+
+    The CE form is computed and returned as the loss: log K does not depend on the weights, so
+    the gradient, the SGD step and the attack that maximises it are the same for both forms.
+    Both values are in the stats ("ood_ce", "ood_kl"; "ood_kl" is what the released code logs).
+    """
     loss = uniform_ce(logits_ood_adv).mean()
     conf = F.softmax(logits_ood_adv, dim=1).amax(1).mean()
-    return loss, {"ood_ce": loss.detach(), "ood_conf": conf.detach()}
+    kl = loss.detach() - math.log(logits_ood_adv.shape[1])
+    return loss, {"ood_ce": loss.detach(), "ood_kl": kl, "ood_conf": conf.detach()}
 
 
 def pairwise_auc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

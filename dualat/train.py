@@ -122,7 +122,8 @@ def stage1_step(
     loss_model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One stage-1 step on (x, y): L_AT-CE (Eq. 11) on PGD examples (Eq. 10), BN in train mode;
-    with `ratio`, plus lam * the RATIO loss on attacked OOD images x_ood (Eq. 13).
+    with `ratio`, RATIO's loss at_weight * L_AT-CE + lam * CE(U, p(y|x'_ood)) on attacked OOD
+    images x_ood (Eq. 13: 1 and 1; the released code: 0.5 and 0.5, `RatioConfig`).
 
     `loss_model` runs the loss pass (default `model`; a DDP wrapper averages the gradients); the
     BN running statistics are averaged over ranks. Returns (loss, stats) as device tensors.
@@ -136,7 +137,7 @@ def stage1_step(
     loss, stats = at_ce(logits[: len(x)], y)
     if ratio is not None:
         l_ood, ood_stats = ratio_ood(logits[len(x) :])
-        loss = loss + ratio.lam * l_ood
+        loss = ratio.at_weight * loss + ratio.lam * l_ood
         stats |= ood_stats
     opt.zero_grad(set_to_none=True)
     loss.backward()

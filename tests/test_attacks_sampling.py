@@ -103,7 +103,8 @@ def test_sampler_step_equals_eq14_with_analytic_gradient():
 
 
 def test_pgd_step_equals_the_projected_step_in_float64():
-    """x_{t+1} = Proj(x_t + eta g / ||g||_2): onto B(x, eps) by rescaling the perturbation, then
+    """x_{t+1} = Proj(x_t + eta g / ||g||_2): onto B(x, eps) by rescaling the perturbation with
+    torch.renorm's rule (n > eps: times eps / (n + 1e-7), the released code's projection), then
     onto [0, 1]; with no ball only the clamp."""
     g = torch.Generator().manual_seed(4)
     x = torch.rand(6, 3, 4, 4, generator=g, dtype=torch.float64)
@@ -114,7 +115,8 @@ def test_pgd_step_equals_the_projected_step_in_float64():
     for i in range(6):  # one sample at a time, written out
         moved = x_t[i] + eta * grad[i] / grad[i].norm()
         delta = moved - x[i]
-        inside = x[i] + delta * min(1.0, eps / delta.norm().item())
+        n = delta.norm().item()
+        inside = x[i] + delta * (eps / (n + 1e-7) if n > eps else 1.0)
         assert torch.allclose(pgd_step(x_t, grad, eta, x, eps)[i], inside.clamp(0, 1), rtol=0, atol=1e-15)
         assert torch.allclose(pgd_step(x_t, grad, eta)[i], moved.clamp(0, 1), rtol=0, atol=1e-15)
     stepped = pgd_step(x_t, grad, eta, x, eps)
@@ -149,9 +151,11 @@ def test_fused_attack_and_sampler_equal_separate_passes(tiny_wrn):
 
 def _ratio_reference(W, b, x, y, eps, eta, steps, mu, norm_ord=1):
     """RATIO's stage-1 attack on the CE of the linear model z = W x + b, one sample at a time in
-    float64 numpy with the analytic input gradient W^T (softmax(z) - e_y): v <- mu v + g / ||g||_1,
-    delta <- Proj(delta + eta v / ||v||_2), best iterate (REFERENCE.md, released code)."""
+    float64 numpy with the analytic input gradient W^T (softmax(z) - e_y) of the batch-mean CE
+    (1/B of it): v <- mu v + g / (||g||_1 + 1e-10), delta <- Proj(delta + eta v / ||v||_2) with
+    torch.renorm's rule, best iterate (REFERENCE.md, released code)."""
     W, b = W.numpy(), b.numpy()
+    B = len(x)
     out = []
     for x0, label in zip(x.flatten(1).numpy(), y.tolist()):
         delta, v = np.zeros_like(x0), np.zeros_like(x0)
@@ -167,12 +171,12 @@ def _ratio_reference(W, b, x, y, eps, eta, steps, mu, norm_ord=1):
                 break
             e = np.zeros_like(p)
             e[label] = 1.0
-            g = W.T @ (p - e)
-            v = mu * v + g / np.linalg.norm(g, ord=norm_ord)
+            g = W.T @ (p - e) / B
+            v = mu * v + g / (np.linalg.norm(g, ord=norm_ord) + 1e-10)
             delta = delta + eta * v / np.linalg.norm(v)
             n = np.linalg.norm(delta)
             if n > eps:
-                delta = delta * eps / n
+                delta = delta * (eps / (n + 1e-7))
             delta = np.clip(x0 + delta, 0.0, 1.0) - x0
         out.append(best)
     return torch.from_numpy(np.stack(out)).view_as(x)

@@ -32,7 +32,9 @@ STAGE2 = Stage2Config(
     attack=PLAIN, sampler=SAMPLER, eval_every_images=32, eval_fid_samples=0, eval_n=0, fused=True,
     amp_bf16=False, channels_last=False, seed=0, ablation_kinds=("crop_flip",), ablation_images=64,
 )  # fmt: skip
-RATIO = RatioConfig(lam=1.0, ood_attack=dataclasses.replace(ATTACK, eps=1.0), ood_augmentation="generative")
+RATIO = RatioConfig(
+    at_weight=0.5, lam=0.5, ood_attack=dataclasses.replace(ATTACK, eps=1.0), ood_augmentation="generative"
+)
 
 
 def _data(n=32, seed=0):
