@@ -436,8 +436,7 @@ def test_every_report_module_is_excluded_and_training_code_is_not():
     assert not runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_EVALUATION_CODE)
 
 
-# "x ± s (n = N)": every accuracy (n images) and AUROC (n test + OOD images) cell of our results.
-PM_N = re.compile(r"^-?\d+(\.\d+)? ± \d+(\.\d+)? \(n = \d+( test \+ \d+ OOD)?\)$")
+PM_N = reports.uncertainty.PM_N  # "x ± s (n = N)"
 
 
 def _measured_cells(csv_path: Path) -> list[str]:
@@ -598,3 +597,46 @@ def test_public_text_relativises_paths():
     root = "/tmp/repo"
     text = "tried /tmp/repo/data/a.npz and /work/shared/b.npz; see https://x.org/a/b </td> 0.5/0.7"
     assert reports.public_text(text, root) == "tried data/a.npz and b.npz; see https://x.org/a/b </td> 0.5/0.7"
+
+
+def test_nb_runs_quietly_without_machine_paths(tmp_path):
+    """scripts/nb.py: no ipykernel TCP notice on the console, no absolute path of the working
+    folder in the executed notebook or its HTML, and the report notebook ends with the path of
+    reports/index.html."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os, warnings\nprint(os.getcwd() + '/results/x.json')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(nb, tmp_path / "notebooks" / "20_report.ipynb")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "nb.py"), "20_report", ""], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "without encryption" not in out.stderr and "IPKernelApp" not in out.stderr
+    assert out.stdout.strip().startswith("report: reports/index.html")
+    for suffix in (".ipynb", ".html"):
+        text = (tmp_path / "reports" / "notebooks" / f"20_report{suffix}").read_text()
+        assert str(tmp_path) not in text and "results/x.json" in text, suffix
+
+
+def test_check_reports_finds_machine_paths_and_cells_without_n(fake):
+    """scripts/check_reports.py (run by CI after the pipeline) passes on the built report and
+    names a machine path and an accuracy without ± and n once they appear."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_reports", REPO / "scripts" / "check_reports.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    reports.build("quick")
+    assert check.uncertainty_cells() == [] and check.machine_paths() == []
+    assert check.main() == 0
+    (fake / "reports" / "notebooks").mkdir(parents=True, exist_ok=True)
+    (fake / "reports" / "notebooks" / "x.html").write_text(f"<pre>{fake}/results/a.json</pre>")
+    table = fake / "reports" / "tables" / "table7.csv"
+    table.write_text(table.read_text().replace("90.0 ± 0.9 (n = 1000)", "90.0"))
+    assert check.machine_paths() == [f"reports/notebooks/x.html names the machine folder {fake}"]
+    assert [p.split(":")[0] for p in check.uncertainty_cells()] == ["tables/table7.csv"]

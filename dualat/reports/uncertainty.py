@@ -10,11 +10,15 @@ AUROC and the two set sizes. Model comparisons judge a difference against K_SIGM
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
+# How every measured accuracy and AUROC cell reads: "x ± s (n = N)", an AUROC's n as
+# "<test> test + <OOD> OOD" (scripts/check_reports.py and the tests check every cell).
+PM_N = re.compile(r"^-?\d+(\.\d+)? ± \d+(\.\d+)? \(n = \d+( test \+ \d+ OOD)?\)$")
 # Two numbers differ beyond their uncertainty when |a - b| > K_SIGMA * sqrt(s_a² + s_b²).
 K_SIGMA = 2.0
 UNCERTAINTY_NOTE = (
