@@ -70,9 +70,9 @@ def _in_kernel() -> bool:
 
 class Lines:
     """A tqdm stand-in for recorded output: prints `desc: n/total (p%), elapsed, ~left, postfix`
-    when made, whenever n passes a quarter of the total, and at close if n or the postfix moved
-since; without
-    a total, only when made and at close. Iterating it updates it and closes it at the end."""
+        when made, whenever n passes a quarter of the total, and at close if n or the postfix moved
+    since; without
+        a total, only when made and at close. Iterating it updates it and closes it at the end."""
 
     def __init__(self, iterable: Iterable | None, total: int | None, desc: str = "", initial: int = 0):
         if total is None and hasattr(iterable, "__len__"):

@@ -81,9 +81,13 @@ def start_text(stamp: Any) -> str:
 
 
 def hardware() -> str:
-    """CPU, core count, GPU and torch version of the machine building the report."""
+    """CPU, core count, torch's CPU threads, GPU and torch version of the machine building the
+    report (CPU training is bit-identical only at the same thread count: docs/reports.md)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{cpu}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), {gpu}, torch {torch.__version__}"
+    )
 
 
 def _why_missing(rec: dict | NotComputed, path: Path) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from dualat import paper_values
 from dualat.config import DATASETS, METHODS
 from dualat.records import NotComputed
-from dualat.reports.provenance import record_architecture, row_name
+from dualat.reports.provenance import origin, record_architecture, row_name
 from dualat.reports.reading import percent, record, scaled, value
 from dualat.reports.uncertainty import binomial_se
 from dualat.reports.verdicts import quoted, row
@@ -121,7 +121,9 @@ def table9() -> list[dict]:
     rows = []
     for dataset in DATASETS:
         gen = record(dataset, "dualat", "generation")
+        external = origin(dataset, "dualat", "generation")[0] == "external"
+        name = DATASET_NAMES[dataset] + (" (external model)" if external else "")
         for mode, per in paper_values.TABLE9.items():
-            rows += fid_kid_rows(DATASET_NAMES[dataset], gen, mode, per[dataset])
+            rows += fid_kid_rows(name, gen, mode, per[dataset])
         rows += control_rows(dataset)
     return rows
