@@ -36,6 +36,14 @@ def without_machine_paths(text: str) -> str:
     return text
 
 
+def publish(out: Path) -> None:
+    """The executed notebook out.ipynb without machine paths, and its HTML export out.html."""
+    executed = Path(f"{out}.ipynb")
+    executed.write_text(without_machine_paths(executed.read_text()))
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out.with_suffix(".html").write_text(without_machine_paths(body))
+
+
 def main(argv: list[str]) -> None:
     name, tag, *pairs = argv
     bad = [p for p in pairs if "=" not in p]
@@ -54,10 +62,7 @@ def main(argv: list[str]) -> None:
         f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
         extra_arguments=[f"--config={KERNEL_CONFIG}"],
     )  # fmt: skip
-    executed = Path(f"{out}.ipynb")
-    executed.write_text(without_machine_paths(executed.read_text()))
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    out.with_suffix(".html").write_text(without_machine_paths(body))
+    publish(out)
     if name == REPORT_NOTEBOOK:
         print(f"report: {REPORT_INDEX} (open it in a browser; tables, figures and notebooks are linked from it)")
 
