@@ -351,8 +351,9 @@ def test_tables_speak_one_vocabulary(fake):
         assert {r["quantity"] for r in rows} <= names, number
         csv_path, html_path = reports.write_table(number, rows, "paper")
         header = next(csv.reader(csv_path.open()))
-        assert header == [reports.COLUMNS[k] for k in reports.FIELDS], number
-        assert "".join(f"<th>{h}</th>" for h in header) in html_path.read_text(), number
+        assert header[: len(reports.FIELDS)] == [reports.COLUMNS[k] for k in reports.FIELDS], number
+        assert header[len(reports.FIELDS) :] == ["ours (number)", "± (number)", "n"], number
+        assert "".join(f"<th>{h}</th>" for h in header[: len(reports.FIELDS)]) in html_path.read_text(), number
     raw_keys = {
         k for k in [*paper_values.TABLE1["dualat"], *paper_values.TABLE3["cifar10"]] if reports.QUANTITIES[k] != k
     }
@@ -481,6 +482,10 @@ def test_accuracy_cell_reads_binomial_se_and_n(fake):
     robust = next(r for r in rows if r["setting"] == "CIFAR-10 Dual-AT" and "AutoAttack" in r["quantity"])
     assert robust["n"] == 100 and robust["std"] == pytest.approx(100 * (0.756 * 0.244 / 100) ** 0.5)
     assert reports.ours_text(robust) == "76 ± 4 (n = 100)"  # 1 significant digit of a ± from 3 up
+    csv_path, _ = reports.write_table(1, reports.table1(), "quick")
+    row = next(r for r in csv.DictReader(csv_path.open()) if r["ours"] == "76 ± 4 (n = 100)")
+    assert float(row["ours (number)"]) == pytest.approx(75.6) and row["n"] == "100"
+    assert float(row["± (number)"]) == pytest.approx(robust["std"])
     assert reports.pm_text(16.0, 100 * reports.binomial_se(0.16, 25), 25) == "16 ± 7 (n = 25)"
     assert reports.pm_text(91.9, 0.273, 10000) == "91.90 ± 0.27 (n = 10000)"
     assert reports.pm_text(100.0, 0.0, 8) == "100 ± 0 (n = 8)"

@@ -92,7 +92,9 @@ def figure3(profile: str | None = None) -> Path:
         acc = record("cifar10", method, "accuracy")
         data, ece = value(acc, "reliability"), value(acc, "ece")
         if isinstance(data, dict) and isinstance(ece, (int, float)):
-            plot_reliability(ax, data, f"{METHOD_NAMES[method]}  ECE {100 * ece:.2f}%")
+            n = value(acc, "n_test")
+            on = f" (n = {n})" if isinstance(n, int) else ""
+            plot_reliability(ax, data, f"{METHOD_NAMES[method]}  ECE {100 * ece:.2f}%{on}")
         else:
             why = data if isinstance(data, NotComputed) else ece
             not_computed_axes(ax, why if isinstance(why, NotComputed) else f"ECE is {why!r}", METHOD_NAMES[method])

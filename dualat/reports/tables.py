@@ -15,7 +15,7 @@ from dualat.config import DATASETS, METHODS
 from dualat.records import NotComputed
 from dualat.reports.paths import write_public
 from dualat.reports.provenance import source_line
-from dualat.reports.reading import REPORTS, cell_text, reason_note, record, short_reason, value
+from dualat.reports.reading import REPORTS, cell_text, is_number, reason_note, record, short_reason, value
 from dualat.reports.tables_ood import table_ood
 from dualat.reports.tables_results import table1, table2, table7, table9
 from dualat.reports.tables_settings import table3, table4, table5, table6, table8
@@ -69,6 +69,21 @@ def _cells(rows: list[dict], fields: list[str], marks: bool = True) -> tuple[lis
                 line.append(cell_text(v) if v != "" else "")
         table.append(line)
     return table, [f"[{n}] {reason_note(reason)}" for reason, n in notes.items()]
+
+
+# The CSV's last columns: our number, its standard error and n as plain numbers (for a program;
+# the "ours" column shows them as one cell, "x ± s (n = N)").
+CSV_NUMBERS = ("ours (number)", "± (number)", "n")
+
+
+def _numbers(r: dict) -> list[Any]:
+    """Our value, its ± and n as plain numbers ("" where the row has none)."""
+    ours, std, n = r["ours"], r.get("std"), r.get("n")
+    return [
+        ours if is_number(ours) else "",
+        std if is_number(std) and is_number(ours) else "",
+        n if n is not None else "",
+    ]
 
 
 def _describe_value(v: Any) -> str:
@@ -159,8 +174,9 @@ def write_table(number: int, rows: list[dict], profile: str, out: Path = REPORTS
     csv_path, html_path = out / f"table{number}.csv", out / f"table{number}.html"
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow([COLUMNS[key] for key in fields])
-    writer.writerows(_cells(rows, fields, marks=False)[0])
+    writer.writerow([COLUMNS[key] for key in fields] + list(CSV_NUMBERS))
+    cells = _cells(rows, fields, marks=False)[0]
+    writer.writerows(line + _numbers(r) for line, r in zip(cells, rows))
     write_public(csv_path, text.getvalue())
     table, footnotes = _html_table(rows, fields)
     notes = [f"Profile {profile}. " + verdict_rule(profile), UNCERTAINTY_NOTE] + footnotes + table_notes(number)
