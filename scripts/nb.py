@@ -4,7 +4,7 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
   executes notebooks/NOTEBOOK.ipynb with the parameters NAME=VALUE (strings) and writes
   reports/notebooks/NOTEBOOK[-TAG].ipynb and .html, with no machine path in either (paths in
   the repository relative to its root, the data root as $DUALAT_DATA, the Python environment as
-  $PYTHON_ENV, the home folder as ~). After the report notebook it prints where the report is.
+  $PYTHON_ENV, the home folder as ~).
 """
 
 import os
@@ -17,7 +17,6 @@ from nbconvert import HTMLExporter
 
 # Kernel settings: silence ipykernel's TCP notice, printed once per stage (scripts/ipykernel_config.py).
 KERNEL_CONFIG = Path(__file__).with_name("ipykernel_config.py")
-REPORT_NOTEBOOK, REPORT_INDEX = "20_report", Path("reports/index.html")
 
 
 def machine_prefixes() -> list[tuple[str, str]]:
@@ -63,8 +62,6 @@ def main(argv: list[str]) -> None:
         extra_arguments=[f"--config={KERNEL_CONFIG}"],
     )  # fmt: skip
     publish(out)
-    if name == REPORT_NOTEBOOK:
-        print(f"report: {REPORT_INDEX} (open it in a browser; tables, figures and notebooks are linked from it)")
 
 
 if __name__ == "__main__":
