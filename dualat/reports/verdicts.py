@@ -163,4 +163,8 @@ def verdict_rule(profile: str) -> str:
             "have no difference column."
         )
     tol = ", ".join(f"{k} {tolerance_text(k)}" for k in TOLERANCE)
-    return f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports/verdicts.py)."
+    return (
+        f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports/verdicts.py); "
+        f"outside it only when the difference exceeds the tolerance by more than {K_SIGMA:g} of our standard "
+        "errors, else undecided."
+    )
