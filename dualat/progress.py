@@ -70,8 +70,9 @@ def _in_kernel() -> bool:
 
 class Lines:
     """A tqdm stand-in for recorded output: prints `desc: n/total (p%), elapsed, ~left, postfix`
-    when made, whenever n passes a quarter of the total, and at close if n moved since; without
-    a total, only when made and at close. Iterating it updates it and closes it at the end."""
+        when made, whenever n passes a quarter of the total, and at close if n or the postfix moved
+    since; without
+        a total, only when made and at close. Iterating it updates it and closes it at the end."""
 
     def __init__(self, iterable: Iterable | None, total: int | None, desc: str = "", initial: int = 0):
         if total is None and hasattr(iterable, "__len__"):
@@ -108,8 +109,9 @@ class Lines:
         self.postfix = ", ".join(f"{k}={v}" for k, v in shown.items())
 
     def close(self) -> None:
-        """Print the last count if it was not printed yet; later calls do nothing."""
-        if not self._closed and self.n != self._printed:
+        """Print the last count and values if they were not printed yet (a training loop sets its
+        last evaluation's values after its last step); later calls do nothing."""
+        if not self._closed and (self.n != self._printed or self.postfix != self._printed_postfix):
             self._print()
         self._closed = True
 
@@ -123,4 +125,4 @@ class Lines:
                 parts.append(f"~{tqdm.format_interval(left)} left")
         parts += [self.postfix] if self.postfix else []
         print(f"{self.desc}: " * bool(self.desc) + ", ".join(parts), flush=True)
-        self._printed = self.n
+        self._printed, self._printed_postfix = self.n, self.postfix

@@ -89,32 +89,60 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return _DIGESTS[key]
 
 
+# Tracked files `dvc repro` itself rewrites: a run that changed only these is still at its commit.
+PIPELINE_OUTPUTS = ("dvc.lock", "reports/metrics.json")
+# DVC adds each stage output to the .gitignore of its folder under these.
+PIPELINE_FOLDERS = ("data/", "models/", "reports/", "results/")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    # --no-optional-locks: `status` must not refresh (write) the index.
+    out = subprocess.run(
+        ["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+    )
+    return out.stdout
+
+
+def _pipeline_output(path: str) -> bool:
+    return path in PIPELINE_OUTPUTS or (path.endswith("/.gitignore") and path.startswith(PIPELINE_FOLDERS))
+
+
+def git_changes(cwd: str | os.PathLike | None = None) -> list[str] | None:
+    """Tracked files that differ from HEAD (relative to the repository root), leaving out what
+    the pipeline itself rewrites (`PIPELINE_OUTPUTS`, DVC's .gitignore files); None outside git."""
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # porcelain v1: "XY path" or "XY old -> new"; the leading space of X is significant
+    paths = [line[3:].split(" -> ")[-1].strip('"') for line in status.splitlines() if len(line) > 3]
+    return sorted(p for p in paths if not _pipeline_output(p))
+
+
 def git_revision(cwd: str | os.PathLike | None = None) -> str:
     """`git rev-parse HEAD` of the repository holding `cwd` (default: this package).
 
-    Appends "-dirty" when tracked files differ from HEAD; returns "unknown" outside git, without
-    commits, or when git is missing. Never raises; never writes to the repository.
+    Appends "-dirty" when tracked files other than the pipeline's own outputs differ from HEAD
+    (`git_changes` names them); returns "unknown" outside git, without commits, or when git is
+    missing. Never raises; never writes to the repository.
     """
     cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        # --no-optional-locks: `status` must not refresh (write) the index.
-        out = subprocess.run(
-            ["git", "--no-optional-locks", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return out.stdout.strip()
-
     try:
-        rev = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no") != ""
+        rev = _git(cwd, "rev-parse", "HEAD").strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return rev + ("-dirty" if dirty else "")
+    return rev + ("-dirty" if git_changes(cwd) else "")
+
+
+def revision_text(cwd: str | os.PathLike | None = None, shown: int = 5) -> str:
+    """The revision and what differs from its commit, for the report: "<rev>" or
+    "<rev>-dirty (differs from the commit in: a.py, b.py)"."""
+    rev, changes = git_revision(cwd), git_changes(cwd) or []
+    if not changes:
+        return rev
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return f"{rev} (differs from the commit in: {', '.join(changes[:shown])}{more})"
 
 
 def library_versions() -> dict[str, str]:
@@ -188,7 +216,8 @@ def write_record(
 ) -> dict:
     """Write an evaluation record as JSON (atomically) and return what was written.
 
-    Keys: metrics, config, checkpoint ({path, sha256} or None), git_rev, versions, created
+    Keys: metrics, config, checkpoint ({path, sha256} or None), git_rev, git_changes (tracked
+    files that differ from that commit, pipeline outputs left out), versions, created
     (UTC ISO time), and wall_seconds / extra when given. `config` may be a dict or a dataclass.
     """
     ckpt = None
@@ -204,6 +233,7 @@ def write_record(
         "config": config,
         "checkpoint": ckpt,
         "git_rev": git_revision(),
+        "git_changes": git_changes(),
         "versions": library_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

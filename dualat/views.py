@@ -18,6 +18,9 @@ from IPython.display import Image, Markdown, display
 from dualat.records import NotComputed, read_record
 from dualat.reports.figures import counterfactual_curve
 from dualat.reports.reading import is_number, percent, value
+from dualat.reports.tables_ood import INPUTS, auroc_uncertainty
+from dualat.reports.uncertainty import binomial_se, pm_text
+from dualat.reports.vocabulary import SCORE_NAMES, dataset_name
 
 CAVEAT = " ({profile} profile: shows that the stage runs; not evidence for the paper's claims.)"
 
@@ -39,33 +42,42 @@ def _record(out_dir: Path, group: str) -> tuple[dict | NotComputed, str]:
     return metrics, "" if profile == "paper" else CAVEAT.format(profile=profile)
 
 
+def _accuracy(p: Any, n: Any) -> str:
+    """ "x ± s (n = N)" in percent with the binomial standard error, or the reason as text."""
+    se = binomial_se(p, n)
+    return pm_text(100 * p, 100 * se, n) if se is not None else str(p)
+
+
 def _percent(v: Any) -> str:
     return f"{percent(v):.1f}%" if is_number(v) else str(v)
 
 
-def _show(reading: str, images: list[Path]) -> str:
-    display(Markdown(reading))
-    for path in images:
+def _show(reading: str, images: list[tuple[str, Path]]) -> str:
+    """The reading, then each image under its caption ({caption: path}; a missing file is skipped)."""
+    if reading:
+        display(Markdown(reading))
+    for caption, path in images:
         if path.exists():
+            display(Markdown(f"*{caption}*"))
             display(Image(filename=str(path)))
     return reading
 
 
 def accuracy(out_dir: str | Path) -> str:
-    """Clean, PGD and AutoAttack accuracy and ECE in one line, then the reliability diagram."""
+    """Clean, PGD and AutoAttack accuracy (each ± its binomial standard error, with n) and ECE in
+    one line, then the reliability diagram."""
     out_dir = Path(out_dir)
     metrics, caveat = _record(out_dir, "accuracy")
     if isinstance(metrics, NotComputed):
         return _show(f"Accuracy: {metrics}", [])
-    robust, n = value(metrics, "autoattack", "robust_acc"), value(metrics, "autoattack", "n")
-    on = "" if isinstance(robust, NotComputed) else f" on {n} images"
-    robust = _percent(robust)
+    n_test = metrics["n_test"]
+    robust, n_aa = value(metrics, "autoattack", "robust_acc"), value(metrics, "autoattack", "n")
     reading = (
-        f"Clean accuracy {_percent(metrics['clean_acc'])} on {metrics['n_test']} test images, "
-        f"PGD {_percent(metrics['pgd_acc'])}, AutoAttack {robust}{on}; "
+        f"Accuracy (%, ± binomial standard error): clean {_accuracy(metrics['clean_acc'], n_test)}, "
+        f"PGD {_accuracy(metrics['pgd_acc'], n_test)}, AutoAttack {_accuracy(robust, n_aa)}; "
         f"ECE {_percent(metrics['ece'])} (reliability diagram below).{caveat}"
     )
-    return _show(reading, [out_dir / "reliability.png"])
+    return _show(reading, [("Reliability diagram (calibration) on the test images", out_dir / "reliability.png")])
 
 
 def _fid_kid(fid: Any, kid: Any) -> str:
@@ -86,11 +98,15 @@ def generation(out_dir: str | Path) -> str:
     reading = (
         f"{metrics['n_samples']} class-conditional samples after {metrics['steps']} steps: "
         f"{_fid_kid(metrics['fid_conditional'], metrics['kid_conditional'])}; the seed images "
-        f"before any step: {control} (lower is closer to the "
-        f"training set). Below: seeds, conditional samples (row = class), unconditional.{caveat}"
+        f"before any step: {control} (lower is closer to the training set).{caveat}"
     )
-    grids = ("seeds", "samples_conditional", "samples_unconditional")
-    return _show(reading, [out_dir / f"{name}.png" for name in grids])
+    order = "sorted by class, 10 per row (with 10 classes, row k is class k)"
+    grids = [
+        (f"Seed images x0 (the control, before any step), {order}", out_dir / "seeds.png"),
+        (f"Class-conditional samples of the same seeds, {order}", out_dir / "samples_conditional.png"),
+        ("Unconditional samples (Eq. 8) of the same seeds, in the same places", out_dir / "samples_unconditional.png"),
+    ]
+    return _show(reading, grids)
 
 
 def counterfactuals(out_dir: str | Path) -> str:
@@ -109,19 +125,32 @@ def counterfactuals(out_dir: str | Path) -> str:
     display(Markdown(reading))
     display(fig)
     plt.close(fig)
-    _show("Rows: the original, then each ε of the grid.", [out_dir / "counterfactuals.png"])
+    eps = ", ".join(f"{e:g}" for e in metrics["eps"])
+    caption = f"One training image per row: the original in the first column, then its counterfactual at ε = {eps}."
+    _show("", [(caption, out_dir / "counterfactuals.png")])
     return reading
 
 
-def ood_reading(metrics: dict) -> str:
-    """AUROC of -E(x) per OOD set, clean / adversarial, in one line (0.5 = chance)."""
-    cells = []
-    for name, cell in metrics["sets"].items():
-        if isinstance(cell, (NotComputed, str)):
-            cells.append(f"{name} not computed")
-        else:
-            cells.append(f"{name} {cell['neg_energy']['clean']:.2f} / {cell['neg_energy']['adversarial']:.2f}")
-    return "AUROC of −E(x), clean / adversarial OOD inputs (0.5 = chance): " + "; ".join(cells) + "."
+def ood_reading(metrics: dict, scores: dict | None = None) -> str:
+    """AUROC of max p(y|x) and of -E(x) per OOD set, clean / adversarial, each ± its standard
+    error (DeLong's from `scores`, else Hanley-McNeil's) with the set sizes (0.5 = chance)."""
+    parts = []
+    for key, score in SCORE_NAMES.items():
+        cells = []
+        for name, cell in metrics["sets"].items():
+            if isinstance(cell, (NotComputed, str)):
+                cells.append(f"{dataset_name(name)} not computed")
+                continue
+            pair = []
+            for inputs in INPUTS:
+                auc = cell[key][inputs]
+                more = auroc_uncertainty(auc, metrics, scores or {}, name, key, inputs)
+                pair.append(pm_text(auc, more["std"] if is_number(more["std"]) else None))
+            cells.append(
+                f"{dataset_name(name)} {' / '.join(pair)} (n = {metrics.get('n_id')} test + {cell.get('n')} OOD)"
+            )
+        parts.append(f"score {score}: " + "; ".join(cells))
+    return "AUROC, clean / adversarial OOD inputs (0.5 = chance), ± standard error: " + ". ".join(parts) + "."
 
 
 def ood(out_dir: str | Path) -> str:
@@ -131,11 +160,14 @@ def ood(out_dir: str | Path) -> str:
     metrics, caveat = _record(out_dir, "ood")
     if isinstance(metrics, NotComputed):
         return _show(f"OOD detection: {metrics}", [])
-    reading = ood_reading(metrics) + caveat
-    display(Markdown(reading))
+    scores = {}
     if (out_dir / "scores.npz").exists():
         with np.load(out_dir / "scores.npz") as f:
-            fig = score_histograms(dict(f))
+            scores = dict(f)
+    reading = ood_reading(metrics, scores) + caveat
+    display(Markdown(reading))
+    if scores:
+        fig = score_histograms(scores)
         display(fig)
         plt.close(fig)
     return reading
@@ -152,7 +184,10 @@ def score_histograms(scores: dict[str, np.ndarray]):
             for label, key in (("test set", f"id/{kind}"), ("clean", f"{name}/{kind}/clean")):
                 ax.hist(scores[key], bins=30, alpha=0.5, density=True, label=label)
             ax.hist(scores[f"{name}/{kind}/adversarial"], bins=30, histtype="step", density=True, label="attacked")
-            ax.set(title=f"{name}: {kind}", xlabel="score (higher = more in-distribution)")
+            ax.set(
+                title=f"{dataset_name(name)}: {SCORE_NAMES.get(kind, kind)}",
+                xlabel="score (higher = more in-distribution)",
+            )
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -3,13 +3,17 @@ the index has its Comparisons, per-model images and AutoAttack-warnings sections
 a verdict column and names its quantities in the report's one vocabulary
 (`dualat.reports.vocabulary`); reports/metrics.json holds the comparisons; a profile other than
 `paper` shows no difference column in the tables of results (a quick number minus the paper's
-means nothing)."""
+means nothing); every measured accuracy and AUROC of Tables 1, 2, 7 and 10-12 reads
+"x ± s (n = N)"; no file under reports/ names a machine folder (the repository root, the data
+root, the Python environment, the home folder)."""
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
+from dualat.reports.uncertainty import PM_N
 from dualat.reports.vocabulary import QUANTITIES, quantity
 
 REPORTS = Path("reports")
@@ -56,11 +60,53 @@ def table_contents(profile: str) -> list[str]:
     return problems
 
 
+# Tables whose accuracy and AUROC cells must carry their ± and n.
+UNCERTAIN_TABLES = (1, 2, 7, 10, 11, 12)
+
+
+def uncertainty_cells() -> list[str]:
+    """Measured accuracy/AUROC cells (not "not computed", not quoted) that do not read "x ± s (n = N)"."""
+    problems = []
+    for n in UNCERTAIN_TABLES:
+        table = REPORTS / "tables" / f"table{n}.csv"
+        if not table.exists():
+            continue
+        for row in csv.DictReader(table.open()):
+            measured = "accuracy" in row["quantity"] or "AUROC" in row["quantity"]
+            if measured and not row["ours"].startswith(("not computed", "quoted by the paper")):
+                if not PM_N.match(row["ours"]):
+                    problems.append(
+                        f"tables/table{n}.csv: {row['setting']}, {row['quantity']}: {row['ours']!r} has no ± and n"
+                    )
+    return problems
+
+
+def machine_folders() -> list[str]:
+    """Absolute folders of this machine that no report file may name."""
+    folders = [Path.cwd().resolve(), Path(sys.prefix), Path.home()]
+    if os.environ.get("DUALAT_DATA"):
+        folders.append(Path(os.environ["DUALAT_DATA"]).resolve())
+    return sorted({str(f) + "/" for f in folders if f != Path("/")} | {str(Path.cwd().resolve())})
+
+
+def machine_paths() -> list[str]:
+    """Report files (text: HTML, CSV, JSON, notebooks) that name a folder of `machine_folders`."""
+    folders, problems = machine_folders(), []
+    for path in sorted(REPORTS.rglob("*")):
+        if path.is_file() and path.suffix in (".html", ".csv", ".json", ".ipynb", ".md", ".txt"):
+            text = path.read_text(errors="replace")
+            found = [f for f in folders if f in text]
+            if found:
+                problems.append(f"{path} names the machine folder {found[0]}")
+    return problems
+
+
 def main() -> int:
     index = (REPORTS / "index.html").read_text() if (REPORTS / "index.html").exists() else ""
     metrics_path = REPORTS / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     problems = files_and_links(index) + table_contents(metrics.get("profile", "paper"))
+    problems += uncertainty_cells() + machine_paths()
     if "comparisons" not in metrics:
         problems.append("comparisons in reports/metrics.json")
     if problems:

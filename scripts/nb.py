@@ -2,7 +2,9 @@
 
 usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
   executes notebooks/NOTEBOOK.ipynb with the parameters NAME=VALUE (strings) and writes
-  reports/notebooks/NOTEBOOK[-TAG].ipynb and .html
+  reports/notebooks/NOTEBOOK[-TAG].ipynb and .html, with no machine path in either (paths in
+  the repository relative to its root, the data root as $DUALAT_DATA, the Python environment as
+  $PYTHON_ENV, the home folder as ~).
 """
 
 import os
@@ -12,6 +14,33 @@ from pathlib import Path
 import nbformat
 import papermill
 from nbconvert import HTMLExporter
+
+# Kernel settings: silence ipykernel's TCP notice, printed once per stage (scripts/ipykernel_config.py).
+KERNEL_CONFIG = Path(__file__).with_name("ipykernel_config.py")
+
+
+def machine_prefixes() -> list[tuple[str, str]]:
+    """(absolute folder + "/", what the report shows instead), the repository root first."""
+    pairs = [(Path.cwd().resolve(), "")]
+    if os.environ.get("DUALAT_DATA"):
+        pairs.append((Path(os.environ["DUALAT_DATA"]).resolve(), "$DUALAT_DATA/"))
+    pairs += [(Path(sys.prefix), "$PYTHON_ENV/"), (Path(sys.base_prefix), "$PYTHON/"), (Path.home(), "~/")]
+    return [(f"{folder}/", shown) for folder, shown in pairs if folder != Path("/")]
+
+
+def without_machine_paths(text: str) -> str:
+    """`text` with every folder of `machine_prefixes` replaced (tracebacks, warnings, reasons)."""
+    for prefix, shown in machine_prefixes():
+        text = text.replace(prefix, shown)
+    return text
+
+
+def publish(out: Path) -> None:
+    """The executed notebook out.ipynb without machine paths, and its HTML export out.html."""
+    executed = Path(f"{out}.ipynb")
+    executed.write_text(without_machine_paths(executed.read_text()))
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out.with_suffix(".html").write_text(without_machine_paths(body))
 
 
 def main(argv: list[str]) -> None:
@@ -29,10 +58,10 @@ def main(argv: list[str]) -> None:
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
     papermill.execute_notebook(
-        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
-    )
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(f"{out}.ipynb", as_version=4))
-    out.with_suffix(".html").write_text(body)
+        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
+        extra_arguments=[f"--config={KERNEL_CONFIG}"],
+    )  # fmt: skip
+    publish(out)
 
 
 if __name__ == "__main__":

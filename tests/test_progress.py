@@ -39,6 +39,20 @@ def test_recorded_bar_updated_by_hand_from_a_resumed_step(capsys, monkeypatch):
     assert lines[-1].startswith("stage 2: 1000/1000") and lines[-1].endswith("T=3, robust=0.412")
 
 
+def test_last_line_shows_the_values_set_after_the_last_step(capsys, monkeypatch):
+    """A training loop evaluates after its last step (bookkeeping: advance, evaluate, finish):
+    the closing line carries that evaluation's values, not the previous one's."""
+    monkeypatch.setenv(progress.ENV, "lines")
+    bar = progress.bar(total=4, desc="stage 2")
+    for step in range(4):
+        bar.update(1)
+        bar.set_postfix(T=step, fid=float(100 - step))
+    bar.close()
+    lines = _lines(capsys)
+    assert lines[-1].startswith("stage 2: 4/4 (100%)") and lines[-1].endswith("T=3, fid=97")
+    assert lines[-2].endswith("T=2, fid=98")  # the line printed at 4/4, before the last values
+
+
 def test_recorded_loop_that_stops_early_ends_with_its_count(capsys, monkeypatch):
     monkeypatch.setenv(progress.ENV, "lines")
     for i in progress.bar(range(1000), desc="chunks"):

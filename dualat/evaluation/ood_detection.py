@@ -63,7 +63,8 @@ def ood_metrics(
         cell: dict[str, Any] = {"n": len(x_ood)} | draw
         with timed(seconds, name):
             for key, (score, attack) in SCORES.items():
-                x_adv = _batched(partial(attack, model, cfg=settings.ood_attack), x_ood, settings.batch_size, progress)
+                attack_fn, desc = partial(attack, model, cfg=settings.ood_attack), f"attack on {name} raising {key}"
+                x_adv = _batched(attack_fn, x_ood, settings.batch_size, progress, desc)
                 logits_adv = predict_logits(model, x_adv, settings.batch_size, dev)
                 s_id, s_clean, s_adv = s_ids[key], score(logits_clean), score(logits_adv)
                 cell[key] = {"clean": auroc(s_id, s_clean), "adversarial": auroc(s_id, s_adv)}
@@ -78,7 +79,10 @@ def ood_metrics(
     return {"sets": sets, "n_id": len(x_id), "ood_n": settings.ood_n}
 
 
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int, progress: bool):
-    """fn over batches of x (N, ...) moved to the model's device; results concatenated on the CPU."""
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int, progress: bool, desc: str = "attack"
+):
+    """fn over batches of x (N, ...) moved to the model's device; results concatenated on the CPU;
+    the progress lines read `desc` (the OOD set and the score the attack raises)."""
     dev = device()
-    return torch.cat([fn(x[a:b].to(dev)).cpu() for a, b in batches(len(x), batch_size, progress, "attack")])
+    return torch.cat([fn(x[a:b].to(dev)).cpu() for a, b in batches(len(x), batch_size, progress, desc)])

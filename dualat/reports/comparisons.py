@@ -1,6 +1,7 @@
-"""Comparisons between models by KID (Dual-AT vs Standard AT, Dual-AT vs RATIO, each model vs its
-own seed images x0), judged against KID's uncertainty; the index's Comparisons section and
-reports/metrics.json carry them."""
+"""Comparisons between models by KID and by clean and AutoAttack accuracy (Dual-AT vs Standard AT,
+Dual-AT vs RATIO; KID also each model vs its own seed images x0), each judged against its
+uncertainty (KID's std over subsets, the accuracies' binomial standard errors); the index's
+Comparisons section and reports/metrics.json carry them."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from dualat.config import METHODS
 from dualat.metrics import exceeds_uncertainty
 from dualat.records import NotComputed
 from dualat.reports.reading import is_number, record, short_reason, value
+from dualat.reports.uncertainty import K_SIGMA, binomial_se, pm_text
 from dualat.reports.vocabulary import METHOD_NAMES, quantity
 
-# KID comparisons between models: the difference must exceed K_SIGMA combined standard deviations.
-K_SIGMA = 2.0
 COMPARISON_RULE = (
     f"Rule: two KID estimates (mean m, standard deviation s over KID's subsets) differ beyond the "
     f"uncertainty when |m1 - m2| > {K_SIGMA:g}·sqrt(s1² + s2²). This is a heuristic: the subsets share "
     "images and both models share the reference set, so the stds are not independent errors; below the "
     "threshold means no conclusion, not equality. A model beats its control when its samples are closer "
-    "to the data than the seed images x0 it started from."
+    "to the data than the seed images x0 it started from. Accuracies compare the same way with their binomial "
+    "standard errors (an upper bound: both models see the same images)."
 )
 
 
@@ -77,9 +78,51 @@ def compare_kid(name_a: str, a: Any, name_b: str, b: Any, fid_a: Any = None, fid
     }  # fmt: skip
 
 
+ACCURACY_KEYS = {"clean_acc": ("clean_acc",), "robust_acc": ("autoattack", "robust_acc")}
+ACCURACY_N = {"clean_acc": ("n_test",), "robust_acc": ("autoattack", "n")}
+
+
+def accuracy_of(acc: Any, key: str) -> tuple[float, float, int] | NotComputed:
+    """(percent, binomial standard error in points, n) of an accuracy record's `key` (clean_acc or
+    robust_acc, AutoAttack's), or why not."""
+    p, n = value(acc, *ACCURACY_KEYS[key]), value(acc, *ACCURACY_N[key])
+    for v in (p, n):
+        if isinstance(v, NotComputed):
+            return v
+    se = binomial_se(p, n)
+    if se is None:
+        return NotComputed(f"{key} {p!r} of n {n!r} is not an accuracy")
+    return 100 * p, 100 * se, n
+
+
+def compare_accuracy(key: str, name_a: str, a: Any, name_b: str, b: Any) -> dict:
+    """Whether two models' accuracies (`accuracy_of`) differ beyond K_SIGMA combined binomial
+    standard errors. Both models see the same images, so the errors are correlated and the
+    combined error, taken as independent, is an upper bound: a difference below it is no conclusion."""
+    for v in (a, b):
+        if isinstance(v, NotComputed):
+            statement = f"{name_a} vs {name_b}, {quantity(key)}: not computed: {short_reason(v.reason)}"
+            return {"exceeds": None, "statement": statement, "reason": v.reason}
+    (pa, sa, na), (pb, sb, nb) = a, b
+    judged = exceeds_uncertainty(pa, sa, pb, sb, K_SIGMA)
+    higher = name_a if pa > pb else name_b
+    verdict_text = (
+        f"the difference exceeds the uncertainty: {higher} is more accurate"
+        if judged["exceeds"]
+        else "the difference does not exceed the uncertainty: no conclusion"
+    )
+    return {
+        "acc_a": [pa, sa, na], "acc_b": [pb, sb, nb], "difference": pa - pb, "threshold": judged["uncertainty"],
+        "exceeds": judged["exceeds"],
+        "statement": f"{name_a} vs {name_b}: {quantity(key)} {pm_text(pa, sa, na)} vs {pm_text(pb, sb, nb)}, "
+        f"difference {pa - pb:+.3g}, threshold {judged['uncertainty']:.3g} points: {verdict_text}.",
+    }  # fmt: skip
+
+
 def comparisons(dataset: str = "cifar10") -> dict:
-    """{key: compare_kid(...)}: Dual-AT (stage 2) vs Standard AT (stage 1), Dual-AT vs RATIO,
-    and every model vs its own seed images x0 (the control)."""
+    """{key: compare_kid(...) | compare_accuracy(...)}: Dual-AT (stage 2) vs Standard AT (stage 1)
+    and vs RATIO by KID, clean and AutoAttack accuracy, and every model vs its own seed images x0
+    (the control) by KID."""
     gen = {m: record(dataset, m, "generation") for m in METHODS}
     out = {}
     for other in ("standard_at", "ratio"):
@@ -87,6 +130,13 @@ def comparisons(dataset: str = "cifar10") -> dict:
             METHOD_NAMES["dualat"], kid_of(gen["dualat"]), METHOD_NAMES[other], kid_of(gen[other]),
             value(gen["dualat"], "fid_conditional"), value(gen[other], "fid_conditional"),
         )  # fmt: skip
+    acc = {m: record(dataset, m, "accuracy") for m in METHODS}
+    for other in ("standard_at", "ratio"):
+        for key in ACCURACY_KEYS:
+            out[f"dualat_vs_{other}_{key}"] = compare_accuracy(
+                key, METHOD_NAMES["dualat"], accuracy_of(acc["dualat"], key), METHOD_NAMES[other],
+                accuracy_of(acc[other], key),
+            )  # fmt: skip
     for m in METHODS:
         out[f"{m}_vs_control"] = compare_kid(
             METHOD_NAMES[m], kid_of(gen[m]), "its seed images x0 (control)", control_kid(gen[m]),

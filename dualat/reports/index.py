@@ -12,16 +12,18 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dualat.config import DATASETS, METHODS, read_params
-from dualat.records import NotComputed, git_revision
+from dualat.records import NotComputed, revision_text
 from dualat.reports.comparisons import comparison_text, comparisons
 from dualat.reports.figures import FIGURES
 from dualat.reports.metrics_file import write_metrics
+from dualat.reports.paths import write_public
 from dualat.reports.proxy_section import proxy_section
-from dualat.reports.reading import REPORTS, RESULTS, cell_text, record, short_reason, value
+from dualat.reports.reading import REPORTS, RESULTS, reason_note, record, short_reason, value
 from dualat.reports.tables import TABLES, autoattack_warnings, page, write_table
 from dualat.reports.verdicts import verdict_rule
 from dualat.reports.vocabulary import DATASET_NAMES, FIGURE_TITLES, METHOD_NAMES, TABLE_TITLES
@@ -33,10 +35,20 @@ RECORD_IMAGES = {
 }
 
 
+def _stage_order(stem: str) -> tuple:
+    """Sort key of an executed notebook: its number, then the datasets and methods in the
+    pipeline's order (params.yaml's datasets, `config.METHODS`)."""
+    number, _, tag = stem.partition("-")
+    parts = tag.split("-") if tag else []
+    rank = [DATASETS.index(p) if p in DATASETS else METHODS.index(p) if p in METHODS else 99 for p in parts]
+    return (number, rank, stem)
+
+
 def stage_times() -> list[dict]:
-    """Wall-clock seconds of every executed notebook (papermill's own record)."""
+    """Wall-clock seconds and start of every executed notebook (papermill's own record), in the
+    pipeline's order."""
     rows = []
-    for path in sorted((REPORTS / "notebooks").glob("*.ipynb")):
+    for path in sorted((REPORTS / "notebooks").glob("*.ipynb"), key=lambda p: _stage_order(p.stem)):
         meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
         rows.append(
             {
@@ -49,10 +61,33 @@ def stage_times() -> list[dict]:
     return rows
 
 
+def duration_text(seconds: Any) -> str:
+    """Seconds as "42 s", "3 min 05 s" or "2 h 07 min"; "–" without a number."""
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def start_text(stamp: Any) -> str:
+    """papermill's ISO start time as "2026-11-25 10:11 UTC"; "–" without one."""
+    if not isinstance(stamp, str) or len(stamp) < 16:
+        return "–"
+    return stamp[:10] + " " + stamp[11:16] + " UTC"
+
+
 def hardware() -> str:
-    """CPU, core count, GPU and torch version of the machine building the report."""
+    """CPU, core count, torch's CPU threads, GPU and torch version of the machine building the
+    report (CPU training is bit-identical only at the same thread count: docs/reports.md)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{cpu}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), {gpu}, torch {torch.__version__}"
+    )
 
 
 def _why_missing(rec: dict | NotComputed, path: Path) -> str:
@@ -103,7 +138,7 @@ def _figure_links(figures: dict[int, Path]) -> str:
 
 def _notebook_rows(times: list[dict]) -> str:
     return "".join(
-        f"<tr><td><a href='{html.escape(t['html'])}'>{html.escape(t['notebook'])}</a></td><td>{cell_text(t['seconds'])}</td><td>{html.escape(str(t['start']))}</td></tr>"
+        f"<tr><td><a href='{html.escape(t['html'])}'>{html.escape(t['notebook'])}</a></td><td>{duration_text(t['seconds'])}</td><td>{start_text(t['start'])}</td></tr>"
         for t in times
     )
 
@@ -122,7 +157,7 @@ def _image_table(images: list[dict]) -> str:
             f"<tr><td>{html.escape(DATASET_NAMES[entry['dataset']])}</td><td>{html.escape(METHOD_NAMES[entry['method']])}</td>"
             f"<td>{html.escape(entry['what'])}</td><td>{cell}</td></tr>"
         )
-    footnotes = "".join(f"<p class='note'>[{n}] not computed: {html.escape(r)}</p>" for r, n in notes.items())
+    footnotes = "".join(f"<p class='note'>[{n}] {html.escape(reason_note(r))}</p>" for r, n in notes.items())
     return f"<table><tr><th>dataset</th><th>method</th><th>image</th><th>file</th></tr>{rows}</table>{footnotes}"
 
 
@@ -143,27 +178,25 @@ def write_index(
         f"<h3>{html.escape(DATASET_NAMES[d])}</h3>{_list(comparison_text(profile, c))}" for d, c in comps.items()
     )
     body = (
-        f"<p>profile <b>{html.escape(profile)}</b> · code revision <code>{html.escape(git_revision())}</code> · "
+        f"<p>profile <b>{html.escape(profile)}</b> · code revision <code>{html.escape(revision_text())}</code> · "
         f"built {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · {html.escape(hardware())} · "
-        f"notebooks' wall-clock total {total / 60:.1f} min</p>"
+        f"notebooks' wall-clock total {duration_text(total)}</p>"
         f"<p>{html.escape(verdict_rule(profile))}</p>"
         f"{proxy_section()}<h2>Comparisons</h2>{comp_html}"
         f"<h2>Tables</h2><ul>{_table_links(tables)}</ul><h2>Figures</h2><ul>{_figure_links(figures)}</ul>"
         f"<h2>Calibration diagrams and counterfactual grids of every model</h2>{_image_table(images)}"
         f"<h2>AutoAttack warnings</h2>{_list(autoattack_warnings() or ['no accuracy record yet'])}"
-        "<h2>Executed notebooks (pipeline stages)</h2><table><tr><th>stage</th><th>seconds</th><th>started</th></tr>"
+        "<h2>Executed notebooks (pipeline stages, in order)</h2><table><tr><th>stage</th><th>wall-clock</th><th>started</th></tr>"
         f"{_notebook_rows(times)}</table>"
     )
-    path = REPORTS / "index.html"
-    path.write_text(page("Dual-AT reproduction report", body))
-    return path
+    return write_public(REPORTS / "index.html", page("Dual-AT reproduction report", body))
 
 
 def build(profile: str | None = None) -> Path:
     """Write every table, figure, reports/metrics.json and reports/index.html; return the index."""
     profile = profile or read_params()["profile"]
     tables = {n: write_table(n, fn(), profile) for n, fn in TABLES.items()}
-    figures = {n: fn() for n, fn in FIGURES.items()}
+    figures = {n: fn(profile) for n, fn in FIGURES.items()}
     comps = {"cifar10": comparisons("cifar10")}
     write_metrics(profile, comps)
     return write_index(profile, tables, figures, comps)

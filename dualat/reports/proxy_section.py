@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dualat.reports.reading import RESULTS
+from dualat.reports.uncertainty import pm_text
 from dualat.reports.vocabulary import METHOD_NAMES, QUANTITIES
 
 # Columns of the proxy table after the method, in order (their headers: vocabulary.QUANTITIES).
@@ -32,8 +33,9 @@ def _method_row(method: str, metrics: dict) -> str:
     """One row of PROXY_COLUMNS: accuracies ± their binomial s.e., FID ± the bootstrap s.d. of the
     samples, KID ×10³ ± the s.d. over subsets."""
 
-    def accuracy(key: str, n: str) -> str:
-        return _pm(metrics[key], _binomial_se(metrics[key], metrics[n]), 100)
+    def accuracy(key: str, n: str) -> str:  # "x ± s (n = N)", as in every table
+        se = _binomial_se(metrics[key], metrics[n])
+        return pm_text(100 * metrics[key], 100 * se, metrics[n]) if se is not None else _pm(metrics[key], None, 100)
 
     cells = [
         accuracy("clean_acc", "n_test"),

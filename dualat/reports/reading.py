@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,15 @@ def record(dataset: str, method: str, group: str) -> dict | NotComputed:
     return json.loads(path.read_text())["metrics"]
 
 
+def record_full(dataset: str, method: str, group: str) -> dict:
+    """The whole record (metrics, config, checkpoint, extra, ...); {} when it is missing."""
+    path = record_path(dataset, method, group)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def record_extra(dataset: str, method: str, group: str) -> dict:
     """The `extra` block of a record ({} when the record is missing)."""
-    path = record_path(dataset, method, group)
-    return json.loads(path.read_text()).get("extra", {}) if path.exists() else {}
+    return record_full(dataset, method, group).get("extra", {})
 
 
 def _not_computed_text(tree: Any) -> NotComputed | None:
@@ -95,6 +101,22 @@ def short_reason(reason: str) -> str:
     for sep in (" (", ";", ":", ". "):
         text = text.split(sep, 1)[0]
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def reason_note(reason: str) -> str:
+    """A footnote of a not-computed reason: its short reason (the code in the cell) and one
+    sentence; the full reason stays in the record."""
+    code, text = short_reason(reason), reason.strip()
+    if "data not found" in text:
+        sentence = "its files were not found under the data root of this machine (see README, Data)"
+    elif text.endswith("was not produced"):
+        sentence = f"{text}: its stage has not run"
+    elif code == "not in this record":
+        sentence = f"the record has {text.split(' in the record')[0]} (written by another version or group)"
+    else:
+        sentence = re.sub(r" ?\(tried [^)]*\)", "", text).split("; ")[0].split(". ")[0]
+    sentence = sentence if len(sentence) <= 200 else sentence[:197] + "..."
+    return f"{code}: {sentence}."
 
 
 def history(folder: Path) -> list[dict] | NotComputed:

@@ -77,7 +77,7 @@ def _panel_image(dataset: str, title: str, path: Path, method: str, classes: ran
         return NotComputed(f"{path}: not a grid of the first {SHOWN} seeds ({err})")
 
 
-def figure_samples(number: int, dataset: str, classes: range | None = None) -> Path:
+def figure_samples(number: int, dataset: str, classes: range | None = None, profile: str | None = None) -> Path:
     """Seeds, Dual-AT's and RATIO's conditional samples; with `classes`, one row per class
     (Figure 6: CIFAR-100's first 10 classes, plus RATIO at 32 steps; Figure 7: RIN's 9 classes)."""
     panels = _panels(dataset, number)
@@ -85,9 +85,9 @@ def figure_samples(number: int, dataset: str, classes: range | None = None) -> P
     for ax, (title, (path, method)) in zip(axes, panels.items()):
         img = _panel_image(dataset, title, path, method, classes)
         if isinstance(img, NotComputed):
-            not_computed_axes(ax, f"{DATASET_NAMES[dataset]}: {img.reason}")
+            not_computed_axes(ax, img, f"{DATASET_NAMES[dataset]}, {title}")
             continue
         ax.imshow(img)
         ax.set_title(title + (f" (rows: classes {classes.start}-{classes.stop - 1})" if classes else ""))
         ax.set_axis_off()
-    return save_figure(fig, number)
+    return save_figure(fig, number, profile)

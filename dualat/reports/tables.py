@@ -1,22 +1,26 @@
 """The twelve tables: which function builds each and which records it reads, and their pages:
-tables/table<n>.csv (full not-computed reasons in the cells) and tables/table<n>.html (short
-reasons with numbered footnotes, then the verdict rule, model and data sources, FID/KID protocols
+tables/table<n>.csv (short not-computed reasons in the cells) and tables/table<n>.html (short
+reasons with numbered footnotes of a reason code and one sentence, then the verdict rule, model and data sources, FID/KID protocols
 and AutoAttack's warnings of the records the table reads)."""
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 from pathlib import Path
 from typing import Any
 
 from dualat.config import DATASETS, METHODS
 from dualat.records import NotComputed
-from dualat.reports.reading import REPORTS, cell_text, record, record_extra, short_reason, value
+from dualat.reports.paths import write_public
+from dualat.reports.provenance import source_line
+from dualat.reports.reading import REPORTS, cell_text, is_number, reason_note, record, short_reason, value
 from dualat.reports.tables_ood import table_ood
 from dualat.reports.tables_results import table1, table2, table7, table9
 from dualat.reports.tables_settings import table3, table4, table5, table6, table8
-from dualat.reports.verdicts import finish_rows, verdict_rule
+from dualat.reports.uncertainty import UNCERTAINTY_NOTE
+from dualat.reports.verdicts import finish_rows, ours_text, verdict_rule
 from dualat.reports.vocabulary import COLUMNS, TABLE_TITLES, model_name
 
 TABLES = {
@@ -48,22 +52,38 @@ def page(title: str, body: str) -> str:
     return f"<!doctype html><html><head>{head}</head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
 
 
-def _cells(rows: list[dict], fields: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Display text of each cell; a not-computed cell reads `not computed: <short> [n]` and
-    footnote n (one per distinct reason) holds the full reason."""
+def _cells(rows: list[dict], fields: list[str], marks: bool = True) -> tuple[list[list[str]], list[str]]:
+    """Display text of each cell (ours as "x ± s (n = N)", `verdicts.ours_text`); a not-computed
+    cell reads `not computed: <short reason> [n]` (without [n] when not `marks`, for the CSV) and
+    footnote n (one per distinct reason) holds its code and one sentence."""
     notes: dict[str, int] = {}
     table = []
     for r in rows:
         line = []
         for key in fields:
-            v = r[key]
+            v = ours_text(r) if key == "ours" else r[key]
             if isinstance(v, NotComputed):
                 n = notes.setdefault(v.reason, len(notes) + 1)
-                line.append(f"not computed: {short_reason(v.reason)} [{n}]")
+                line.append(f"not computed: {short_reason(v.reason)}" + (f" [{n}]" if marks else ""))
             else:
                 line.append(cell_text(v) if v != "" else "")
         table.append(line)
-    return table, [f"[{n}] not computed: {reason}" for reason, n in notes.items()]
+    return table, [f"[{n}] {reason_note(reason)}" for reason, n in notes.items()]
+
+
+# The CSV's last columns: our number, its standard error and n as plain numbers (for a program;
+# the "ours" column shows them as one cell, "x ± s (n = N)").
+CSV_NUMBERS = ("ours (number)", "± (number)", "n")
+
+
+def _numbers(r: dict) -> list[Any]:
+    """Our value, its ± and n as plain numbers ("" where the row has none)."""
+    ours, std, n = r["ours"], r.get("std"), r.get("n")
+    return [
+        ours if is_number(ours) else "",
+        std if is_number(std) and is_number(ours) else "",
+        n if n is not None else "",
+    ]
 
 
 def _describe_value(v: Any) -> str:
@@ -75,17 +95,16 @@ def _describe_value(v: Any) -> str:
 
 
 def model_sources(records: tuple[tuple[str, str, str], ...]) -> list[str]:
-    """One line per (dataset, method) with a record: where its model came from
-    (`extra.model_source`, else `extra.model_file`) and its data (`extra.data_provenance`)."""
+    """One short line per (dataset, method) with a record: where its model came from (trained
+    here, external, or nothing evaluated) and the record holding the full provenance."""
     lines, seen = [], set()
     for dataset, method, group in records:
-        extra = record_extra(dataset, method, group)
-        if not extra or (dataset, method) in seen:
+        if (dataset, method) in seen:
             continue
-        seen.add((dataset, method))
-        model = extra.get("model_source") or extra.get("model_file") or "not computed: not in this record"
-        data = extra.get("data_provenance", "not computed: not in this record")
-        lines.append(f"{model_name(dataset, method)}: model {_describe_value(model)}; data {_describe_value(data)}")
+        line = source_line(dataset, method, group)
+        if line is not None:
+            seen.add((dataset, method))
+            lines.append(line)
     return lines
 
 
@@ -147,19 +166,22 @@ def _html_table(rows: list[dict], fields: list[str]) -> tuple[str, list[str]]:
 
 
 def write_table(number: int, rows: list[dict], profile: str, out: Path = REPORTS / "tables") -> tuple[Path, Path]:
-    """tables/table<n>.csv (full not-computed reasons in the cells) and tables/table<n>.html
-    (short reasons, numbered footnotes, sources and AutoAttack warnings below the table)."""
+    """tables/table<n>.csv (short not-computed reasons in the cells) and tables/table<n>.html
+    (short reasons with numbered footnotes, then the profile's verdict rule, what ± means, the
+    models' sources and AutoAttack's warnings); no machine paths in either."""
     rows, fields = finish_rows(rows, profile)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, html_path = out / f"table{number}.csv", out / f"table{number}.html"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([COLUMNS[key] for key in fields])
-        writer.writerows([cell_text(r[key]) for key in fields] for r in rows)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow([COLUMNS[key] for key in fields] + list(CSV_NUMBERS))
+    cells = _cells(rows, fields, marks=False)[0]
+    writer.writerows(line + _numbers(r) for line, r in zip(cells, rows))
+    write_public(csv_path, text.getvalue())
     table, footnotes = _html_table(rows, fields)
-    notes = [f"Profile {profile}. " + verdict_rule(profile)] + footnotes + table_notes(number)
+    notes = [f"Profile {profile}. " + verdict_rule(profile), UNCERTAINTY_NOTE] + footnotes + table_notes(number)
     foot = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
-    html_path.write_text(page(f"Table {number}: {TABLE_TITLES[number]}", table + foot))
+    write_public(html_path, page(f"Table {number}: {TABLE_TITLES[number]}", table + foot))
     return csv_path, html_path
 
 

@@ -7,9 +7,12 @@ from typing import Any
 
 from dualat import paper_values
 from dualat.config import DATASETS, METHODS
+from dualat.records import NotComputed
+from dualat.reports.provenance import origin, record_architecture, row_name
 from dualat.reports.reading import percent, record, scaled, value
+from dualat.reports.uncertainty import binomial_se
 from dualat.reports.verdicts import quoted, row
-from dualat.reports.vocabulary import DATASET_NAMES, METHOD_NAMES, model_name, quantity
+from dualat.reports.vocabulary import DATASET_NAMES, METHOD_NAMES, quantity
 
 
 def fid_kid_rows(name: str, gen: Any, mode: str, paper_fid: Any, paper_std: Any = None) -> list[dict]:
@@ -36,14 +39,22 @@ def control_rows(dataset: str) -> list[dict]:
     ]  # fmt: skip
 
 
+def _accuracy_row(name: str, key: str, paper: Any, p: Any, n: Any, note: str) -> dict:
+    """One accuracy row (%): ours ± its binomial standard error over the n images evaluated."""
+    se = binomial_se(p, n)
+    return row(name, quantity(key), paper, percent(p), note, tol=key, n=n if isinstance(n, int) else None,
+               std=100 * se if se is not None else NotComputed("no image count n in the record"))  # fmt: skip
+
+
 def accuracy_rows(name: str, acc: Any, paper: dict, notes: dict) -> list[dict]:
-    """Clean and AutoAttack accuracy (%) of one model beside the paper's `paper` entry."""
+    """Clean accuracy (on `n_test` images) and AutoAttack accuracy (on `autoattack.n`) in %, each
+    ± its binomial standard error, beside the paper's `paper` entry."""
+    clean, n_test = value(acc, "clean_acc"), value(acc, "n_test")
+    robust, n_aa = value(acc, "autoattack", "robust_acc"), value(acc, "autoattack", "n")
     return [
-        row(name, quantity("clean_acc"), paper.get("clean_acc"), percent(value(acc, "clean_acc")),
-            notes.get("clean_acc", ""), tol="clean_acc"),
-        row(name, quantity("robust_acc"), paper.get("robust_acc"), percent(value(acc, "autoattack", "robust_acc")),
-            notes.get("robust_acc", ""), tol="robust_acc"),
-    ]  # fmt: skip
+        _accuracy_row(name, "clean_acc", paper.get("clean_acc"), clean, n_test, notes.get("clean_acc", "")),
+        _accuracy_row(name, "robust_acc", paper.get("robust_acc"), robust, n_aa, notes.get("robust_acc", "")),
+    ]
 
 
 def table_accuracy_generation(dataset: str, paper: dict) -> list[dict]:
@@ -53,7 +64,7 @@ def table_accuracy_generation(dataset: str, paper: dict) -> list[dict]:
         acc, gen = record(dataset, method, "accuracy"), record(dataset, method, "generation")
         ref = paper.get(method, {})
         std = paper_values.PAPER_STD.get(dataset, {}) if method == "dualat" else {}
-        name = model_name(dataset, method)
+        name = row_name(dataset, method, "accuracy")
         notes = {k: f"paper ± {v:g}" for k, v in std.items()}
         rows += accuracy_rows(name, acc, ref, notes)
         if "inception_score" in ref:
@@ -89,12 +100,15 @@ def table2() -> list[dict]:
 
 
 def table7() -> list[dict]:
-    """Table 7: our RATIO models against the paper's, and the RATIO rows the paper quotes."""
+    """Table 7: our RATIO models (architecture from their records) against the paper's, and the
+    RATIO rows the paper quotes."""
     rows = []
     for dataset, ref in paper_values.TABLE7.items():
         acc = record(dataset, "ratio", "accuracy")
-        name = f"{DATASET_NAMES[dataset]} {METHOD_NAMES['ratio']}, this run ({paper_values.TABLE7_ARCH[dataset]})"
-        note = "paper: official checkpoint" if dataset == "cifar10" else "paper: reproduced"
+        arch = record_architecture(dataset, "ratio", "accuracy")
+        name = f"{row_name(dataset, 'ratio', 'accuracy')}, this run" + (f" ({arch})" if arch else "")
+        paper_arch = paper_values.TABLE7_ARCH[dataset]
+        note = f"paper ({paper_arch}): " + ("official checkpoint" if dataset == "cifar10" else "reproduced")
         rows += accuracy_rows(name, acc, ref, {"clean_acc": note, "robust_acc": note})
         for label, (arch, clean, robust) in paper_values.TABLE7_QUOTED[dataset].items():
             setting = f"{DATASET_NAMES[dataset]} {METHOD_NAMES['ratio']}, {label} ({arch})"
@@ -107,7 +121,9 @@ def table9() -> list[dict]:
     rows = []
     for dataset in DATASETS:
         gen = record(dataset, "dualat", "generation")
+        external = origin(dataset, "dualat", "generation")[0] == "external"
+        name = DATASET_NAMES[dataset] + (" (external model)" if external else "")
         for mode, per in paper_values.TABLE9.items():
-            rows += fid_kid_rows(DATASET_NAMES[dataset], gen, mode, per[dataset])
+            rows += fid_kid_rows(name, gen, mode, per[dataset])
         rows += control_rows(dataset)
     return rows

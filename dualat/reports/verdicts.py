@@ -16,7 +16,8 @@ from typing import Any
 
 from dualat import paper_values
 from dualat.records import NotComputed
-from dualat.reports.reading import is_number
+from dualat.reports.reading import is_number, short_reason
+from dualat.reports.uncertainty import K_SIGMA, pm_text
 
 # {quantity kind: ("abs" | "rel", t)}: ours is "within" when |ours - paper| <= t (abs) or
 # <= t * |paper| (rel).
@@ -47,14 +48,16 @@ TOLERANCE = {
     "steps": ("abs", 2),
 }
 # Row keys of every table, in column order (vocabulary.COLUMNS gives their headers).
-FIELDS = ["setting", "quantity", "paper", "ours", "std", "difference", "verdict", "note"]
+# Our number's ± and n (row keys "std", "n") are shown inside its cell (`ours_text`).
+FIELDS = ["setting", "quantity", "paper", "ours", "difference", "verdict", "note"]
 
 
 def row(
     setting: str, quantity: str, paper: Any, ours: Any, note: str = "", *, kind: str = "result", **more: Any
 ) -> dict:
-    """One table row (kinds: see the module doc). more: tol (a TOLERANCE key), std (of ours),
-    same/how (a precomputed settings comparison)."""
+    """One table row (kinds: see the module doc). more: tol (a TOLERANCE key), std (the standard
+    error of ours), n (the images behind ours, a count or text), same/how (a precomputed settings
+    comparison)."""
     return {"setting": setting, "quantity": quantity, "paper": paper, "ours": ours, "note": note, "kind": kind} | more
 
 
@@ -91,9 +94,21 @@ def verdict(row: dict, profile: str) -> str:
     if kind == "setting":
         return "same" if row.get("same", ours == paper) else "differs"
     if is_number(ours) and is_number(paper) and row.get("tol"):
-        ok = within(ours, paper, row["tol"])
-        return f"{'within' if ok else 'outside'} tolerance ({tolerance_text(row['tol'])})"
+        return judged(ours, paper, row["tol"], row.get("std"))
     return "same" if ours == paper else "differs"
+
+
+def judged(ours: float, paper: float, tol: str, std: Any = None) -> str:
+    """ "within" when |ours - paper| <= t; "outside" when it exceeds t by more than K_SIGMA of our
+    standard error `std` too; else "undecided": our uncertainty covers the crossing."""
+    text = tolerance_text(tol)
+    if within(ours, paper, tol):
+        return f"within tolerance ({text})"
+    margin = K_SIGMA * std if is_number(std) else 0.0
+    mode, t = TOLERANCE[tol]
+    if abs(ours - paper) - margin > (t * abs(paper) if mode == "rel" else t):
+        return f"outside tolerance ({text})"
+    return f"undecided: outside {text} by less than {K_SIGMA:g} standard errors"
 
 
 def difference(row: dict, profile: str) -> Any:
@@ -114,6 +129,17 @@ def difference(row: dict, profile: str) -> Any:
 def _std_cell(row: dict) -> Any:
     """The ± of our number: empty without one, and where our number itself is missing."""
     return "" if isinstance(row["ours"], NotComputed) else row.get("std", "")
+
+
+def ours_text(row: dict) -> Any:
+    """Our number as shown: "x ± s (n = N)" with its standard error and n where the row has
+    them (every accuracy and AUROC), "x ± s" with a std alone; else the value as it is."""
+    ours, std, n = row["ours"], row.get("std"), row.get("n")
+    if not is_number(ours) or (std in (None, "") and n is None):
+        return ours
+    if isinstance(std, NotComputed):
+        return f"{pm_text(ours, None, n)} (±: {short_reason(std.reason)})"
+    return pm_text(ours, std if is_number(std) else None, n)
 
 
 def finish_rows(rows: list[dict], profile: str) -> tuple[list[dict], list[str]]:
@@ -137,4 +163,8 @@ def verdict_rule(profile: str) -> str:
             "have no difference column."
         )
     tol = ", ".join(f"{k} {tolerance_text(k)}" for k in TOLERANCE)
-    return f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports/verdicts.py)."
+    return (
+        f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports/verdicts.py); "
+        f"outside it only when the difference exceeds the tolerance by more than {K_SIGMA:g} of our standard "
+        "errors, else undecided."
+    )

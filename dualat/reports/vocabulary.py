@@ -96,6 +96,32 @@ FIGURE_TITLES = {
 }
 
 
+# history.json keys (training curves) -> (axis label, factor from the stored value). Fractions are
+# drawn in percent.
+HISTORY_LABELS = {
+    "clean_acc": ("clean accuracy (%)", 100),
+    "robust_acc": ("robust accuracy, PGD (%)", 100),
+    "adv_acc": ("accuracy on the training attack (%)", 100),
+    "fid": ("FID", 1),
+    "T": ("PGD steps T of L_BCE", 1),
+    "auc": ("AUC of L_BCE's real vs generated (batches)", 1),
+    "bce": ("L_BCE", 1),
+    "at_ce": ("L_AT-CE", 1),
+    "loss": ("training loss", 1),
+    "ood_ce": ("RATIO's OOD loss (CE to uniform)", 1),
+    "ood_conf": ("max p(y|x) on attacked p_ood (%)", 100),
+    "energy_pos": ("mean E(x) of real images", 1),
+    "energy_neg": ("mean E(x) of generated images", 1),
+}
+# OOD score keys of the records -> the paper's names.
+SCORE_NAMES = {"max_prob": "max p(y|x)", "neg_energy": "-E(x)"}
+
+
+def history_label(key: str) -> tuple[str, float]:
+    """(axis label, factor) of a history.json key; the key itself, factor 1, when it has no name."""
+    return HISTORY_LABELS.get(key, (key, 1))
+
+
 def quantity(key: str, mode: str | None = None) -> str:
     """The table name of a record key (QUANTITIES), with the generation mode in parentheses."""
     return QUANTITIES[key] + (f" ({mode})" if mode else "")
