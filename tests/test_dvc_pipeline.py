@@ -1,0 +1,118 @@
+"""dvc.yaml against the code-hash rule (dualat.code_hashes): each stage depends on the code of its
+kind, an edit changes only the hash files of the kinds that run it, and DVC's own graph of the
+pipeline then reruns only the stages downstream of those files."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import yaml
+
+from dualat import code_hashes, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _deps(stage: dict) -> list[str]:
+    return [d if isinstance(d, str) else next(iter(d)) for d in stage.get("do", stage).get("deps", [])]
+
+
+def test_every_stage_depends_on_the_code_of_its_kind():
+    notebook_stages = {name for name, s in STAGES.items() if "scripts/nb.py" in s.get("do", s)["cmd"]}
+    assert notebook_stages == set(code_hashes.STAGE_KINDS)  # every notebook stage has a kind
+    files = {kind: str(code_hashes.path(kind)) for kind in code_hashes.KINDS}
+    for name, stage in STAGES.items():
+        deps = _deps(stage)
+        assert "dualat" not in deps and not [d for d in deps if d.startswith("dualat/")], name
+        listed = {kind for kind, f in files.items() if f in deps}
+        assert listed == ({code_hashes.STAGE_KINDS[name]} if name in code_hashes.STAGE_KINDS else set()), name
+    writer = STAGES["code_hashes"]
+    assert writer["always_changed"] is True
+    assert [next(iter(o)) for o in writer["outs"]] == list(files.values())
+    assert all(next(iter(o.values())) == {"cache": False} for o in writer["outs"])
+    assert writer["cmd"] == f"python -m dualat.code_hashes {code_hashes.DIR}"
+
+
+def test_kinds_are_the_hashes_that_decide_reuse(monkeypatch):
+    from dualat import config
+    from dualat.evaluation import runner
+
+    found = code_hashes.hashes()
+    assert code_hashes.KINDS["training"] == runs.NOT_TRAINING_CODE
+    assert runs.resume_key({}, ())["code"] == found["training"]["sha256"]  # training resumes on this hash
+    monkeypatch.setattr(runner, "sha256_file", lambda path: "0" * 64)
+    monkeypatch.setattr(runner, "fingerprint", lambda names, root: {"sha256": {}})
+    cfg = config.load(ROOT / "params.yaml", dataset="cifar10", profile="quick")
+    key = runner.record_key("accuracy", cfg, "dualat", "x.pt")
+    assert key["code"] == found["evaluation"]["sha256"]  # evaluation records are reused on this one
+
+
+def _edit(package: Path, module: str, old: str, new: str) -> None:
+    path = package / module
+    text = path.read_text()
+    assert old in text, f"{module} no longer holds {old!r}: pick another edit"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch) -> Path:
+    """A copy of the package that runs.code_hash reads instead of the real one."""
+    copy = tmp_path / "dualat"
+    shutil.copytree(runs.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runs, "PACKAGE", copy)
+    return copy
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {kind for kind in before if before[kind]["sha256"] != after[kind]["sha256"]}
+
+
+def test_an_edit_changes_the_hashes_of_the_kinds_that_run_it(package, tmp_path):
+    first = code_hashes.write(tmp_path / "code")
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "code").iterdir()}
+    _edit(package, "train.py", '"""', '"""A docstring rewritten. ')  # the module docstring
+    _edit(package, "train.py", "\n\n", "\n\n# a comment\n")
+    assert _changed(first, code_hashes.write(tmp_path / "code")) == set()
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "code").iterdir()} == stamps  # not rewritten
+    steps = [
+        ("reports/tables.py", {"report"}),
+        ("evaluation/classification.py", {"evaluation", "report"}),
+        ("train.py", {"training", "evaluation", "report"}),
+    ]
+    for module, kinds in steps:
+        before = code_hashes.hashes()
+        (package / module).write_text((package / module).read_text() + "\n_EDITED = 1\n")
+        assert _changed(before, code_hashes.write(tmp_path / "code")) == kinds, module
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside dvc 3.67
+def test_dvc_reruns_only_what_depends_on_a_changed_kind(tmp_path):
+    """DVC's own graph of dvc.yaml (foreach/matrix resolved by DVC): the stages downstream of
+    each hash file."""
+    from dvc.repo import Repo
+
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    graph = Repo(str(tmp_path)).index.graph  # an edge runs from a stage to a stage it depends on
+
+    def downstream(kind: str) -> set[str]:
+        direct = {s for s in graph if str(code_hashes.path(kind)) in [d.def_path for d in s.deps]}
+        return {s.name.split("@")[0] for s in direct.union(*(nx.ancestors(graph, s) for s in direct))}
+
+    assert downstream("report") == {"report"}
+    assert downstream("evaluation") == {"eval_accuracy", "eval_generation", "eval_counterfactuals", "eval_ood", "report"}
+    assert downstream("training") == set(code_hashes.STAGE_KINDS)
+
+
+def test_code_hashes_command_writes_the_three_files(tmp_path):
+    out = tmp_path / "code"
+    r = subprocess.run([sys.executable, "-m", "dualat.code_hashes", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["evaluation.json", "report.json", "training.json"]
+    r = subprocess.run([sys.executable, "-m", "dualat.code_hashes"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "usage: python -m dualat.code_hashes OUT_DIR" in r.stderr
