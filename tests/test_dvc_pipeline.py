@@ -2,6 +2,7 @@
 kind, an edit changes only the hash files of the kinds that run it, and DVC's own graph of the
 pipeline then reruns only the stages downstream of those files."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from dualat import code_hashes, runs
+from dualat.records import NotComputed
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -105,7 +107,13 @@ def test_dvc_reruns_only_what_depends_on_a_changed_kind(tmp_path):
         return {s.name.split("@")[0] for s in direct.union(*(nx.ancestors(graph, s) for s in direct))}
 
     assert downstream("report") == {"report"}
-    assert downstream("evaluation") == {"eval_accuracy", "eval_generation", "eval_counterfactuals", "eval_ood", "report"}
+    assert downstream("evaluation") == {
+        "eval_accuracy",
+        "eval_generation",
+        "eval_counterfactuals",
+        "eval_ood",
+        "report",
+    }
     assert downstream("training") == set(code_hashes.STAGE_KINDS)
 
 
@@ -116,3 +124,105 @@ def test_code_hashes_command_writes_the_three_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["evaluation.json", "report.json", "training.json"]
     r = subprocess.run([sys.executable, "-m", "dualat.code_hashes"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "usage: python -m dualat.code_hashes OUT_DIR" in r.stderr
+
+
+# --- DVC's conventions: metrics, plots, artifacts --------------------------------------------------
+
+EVALUATIONS = {"eval_accuracy": "accuracy", "eval_generation": "generation", "eval_counterfactuals": "counterfactuals"}
+EVALUATIONS["eval_ood"] = "ood"
+
+
+def test_each_evaluation_declares_its_flat_metrics_file():
+    from dualat.evaluation import runner
+
+    for stage, group in EVALUATIONS.items():
+        folder = f"results/${{item.dataset}}/${{item.method}}/{group}"  # the notebook's out_dir
+        assert folder in [next(iter(o)) for o in STAGES[stage]["outs"]], stage
+        assert STAGES[stage]["metrics"] == [{str(runner.metrics_path(folder)): {"cache": False}}], stage
+
+
+def test_flat_metrics_keep_the_numbers_and_leave_out_what_was_not_computed():
+    from dualat.evaluation.runner import flat_metrics
+
+    reason = NotComputed("autoattack: not run")
+    accuracy = {"clean_acc": 0.75, "pgd_acc": 0.5, "autoattack": {"robust_acc": reason}, "ece": 0.03, "n_test": 32}
+    accuracy["reliability"] = {"bin_acc": [0.1, 0.2]}
+    assert flat_metrics("accuracy", accuracy) == {"clean_acc": 0.75, "pgd_acc": 0.5, "ece": 0.03, "n_test": 32}
+    generation = {"fid_conditional": 40.0, "fid_conditional_std": None, "kid_conditional": {"mean": 0.01, "std": 0.002}}
+    generation |= {"kid_unconditional": reason, "inception_score": reason, "n_samples": 100}
+    assert flat_metrics("generation", generation) == {
+        "fid_conditional": 40.0, "kid_conditional": 0.01, "kid_conditional_std": 0.002, "n_samples": 100,
+    }  # fmt: skip
+    cf = {"eps": [2.0, 0.5], "fid": [10.0, 20.0], "confidence": [0.9, 0.6], "per_class_fid": [[1.0], [2.0]], "n": 8}
+    assert flat_metrics("counterfactuals", cf) == {
+        "fid_eps2": 10.0, "confidence_eps2": 0.9, "fid_eps0.5": 20.0, "confidence_eps0.5": 0.6, "n": 8,
+    }  # fmt: skip
+    ood = {"sets": {"svhn": {"n": 64, "max_prob": {"clean": 0.9, "adversarial": 0.4}}, "noise": reason}, "n_id": 32}
+    assert flat_metrics("ood", ood) == {
+        "auroc_svhn_max_prob_clean": 0.9,
+        "auroc_svhn_max_prob_adversarial": 0.4,
+        "n_id": 32,
+    }
+    assert flat_metrics("ood", {"sets": {"svhn": reason}, "n_id": reason}) == {"not_computed": "autoattack: not run"}
+
+
+def test_an_evaluation_writes_its_flat_metrics_also_when_it_reuses_its_record(tmp_path, monkeypatch):
+    """DVC removes the metrics file before it reruns a stage; a reused record writes it again."""
+    from dualat import artifacts, config, model_io
+    from dualat.evaluation import runner
+
+    folder = tmp_path / "model"
+    artifacts.write_status(folder, None)
+    (folder / "final.pt").write_bytes(b"weights")
+    monkeypatch.setattr(model_io, "load_model", lambda cfg, path: "a model")
+    monkeypatch.setattr(runner, "check_finite_outputs", lambda *a: None)
+    monkeypatch.setattr(runner, "_data_provenance", lambda cfg: {})
+    calls = []
+
+    def compute(model, seconds):
+        calls.append(model)
+        return {"clean_acc": 0.5, "pgd_acc": 0.25, "autoattack": {"robust_acc": 0.2}, "ece": 0.1, "n_test": 4}
+
+    cfg = config.load(ROOT / "params.yaml", dataset="cifar10", profile="quick")
+    out = tmp_path / "results" / "accuracy"
+    expected = {"clean_acc": 0.5, "pgd_acc": 0.25, "ece": 0.1, "n_test": 4, "autoattack_acc": 0.2}
+    for _ in range(2):
+        runner.run("accuracy", cfg, "dualat", folder / "final.pt", out, compute, reuse={})
+        assert json.loads((tmp_path / "results" / "accuracy.metrics.json").read_text()) == expected
+        (tmp_path / "results" / "accuracy.metrics.json").unlink()
+    assert len(calls) == 1  # the second run reused the record
+
+
+def test_plots_read_the_training_curves_and_artifacts_name_the_selected_models():
+    from dualat import bookkeeping, config, model_io
+
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    files = {f for plot in dvc_yaml["plots"] for spec in plot.values() for f in spec["y"]}
+    kinds = config.load(ROOT / "params.yaml", dataset="cifar10", profile="paper").stage2.ablation_kinds
+    expected = {f"models/{d}/{m}/{bookkeeping.CURVES}" for d in config.DATASETS for m in config.METHODS}
+    assert files == expected | {f"models/cifar10/ablation/{k}/{bookkeeping.CURVES}" for k in kinds}
+    for plot in dvc_yaml["plots"]:
+        spec = next(iter(plot.values()))
+        assert spec["x"] == "step" and len(set(spec["y"].values())) == 1
+    artifacts = dvc_yaml["artifacts"]
+    for profile in ("paper", "quick"):
+        for d in config.DATASETS:
+            cfg = config.load(ROOT / "params.yaml", dataset=d, profile=profile)
+            for m in config.METHODS:
+                entry = artifacts[f"{d}-{m}"]
+                assert entry["path"] == model_io.trained_model(cfg, m)[0].as_posix(), (profile, d, m)
+                assert entry["type"] == "model" and entry["labels"] == [d, m, "${profile}"]
+
+
+def test_curves_are_the_evaluations_as_rows_of_numbers():
+    from dualat.bookkeeping import curves
+
+    history = [
+        {"step": 4, "T": 5, "auc": 0.5, "clean_acc": 0.6, "robust_acc": 0.3, "fid": 90.0},
+        {"step": 4, "resumed_after_nonfinite": ["stage2.optim.lr: 0.1 -> 0.05"]},
+        {"step": 8, "T": 6, "auc": 0.75, "clean_acc": 0.6, "robust_acc": 0.35, "fid": None, "flag": True},
+    ]
+    assert curves(history) == [
+        {"step": 4, "T": 5, "auc": 0.5, "clean_acc": 0.6, "robust_acc": 0.3, "fid": 90.0},
+        {"step": 8, "T": 6, "auc": 0.75, "clean_acc": 0.6, "robust_acc": 0.35},
+    ]
