@@ -7,11 +7,18 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
 
 import os
 import sys
+import time
 from pathlib import Path
 
-import nbformat
-import papermill
-from nbconvert import HTMLExporter
+T0 = time.time()
+# jsonschema (under nbformat) imports rfc3987_syntax when it is installed, which builds a grammar
+# at import: about 1.5 s of CPU per notebook, for a URI format the notebook schema never uses.
+# Marked absent, jsonschema skips that one format checker (scripts/stage_times.py shows the times).
+sys.modules.setdefault("rfc3987_syntax", None)
+
+import nbformat  # noqa: E402
+import papermill  # noqa: E402
+from nbconvert import HTMLExporter  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -28,11 +35,19 @@ def main(argv: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
+    started = time.time()
     papermill.execute_notebook(
-        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
-    )
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(f"{out}.ipynb", as_version=4))
+        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
+        shutdown_kernel="immediate",  # every cell has finished and its outputs are in: no graceful wait
+    )  # fmt: skip
+    executed = time.time()
+    nb = nbformat.read(f"{out}.ipynb", as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
     out.with_suffix(".html").write_text(body)
+    # this process's share, beside papermill's own times (scripts/stage_times.py reads both)
+    seconds = {"startup": started - T0, "papermill": executed - started, "html": time.time() - executed}
+    nb.metadata["nb_py"] = {"seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    nbformat.write(nb, f"{out}.ipynb")
 
 
 if __name__ == "__main__":

@@ -226,3 +226,34 @@ def test_curves_are_the_evaluations_as_rows_of_numbers():
         {"step": 4, "T": 5, "auc": 0.5, "clean_acc": 0.6, "robust_acc": 0.3, "fid": 90.0},
         {"step": 8, "T": 6, "auc": 0.75, "clean_acc": 0.6, "robust_acc": 0.35},
     ]
+
+
+# --- where the time goes: scripts/stage_times.py ---------------------------------------------------
+
+
+def test_stage_times_splits_a_run_from_papermills_metadata(tmp_path):
+    import nbformat
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import stage_times
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"start_time": "2026-01-01T00:00:00", "duration": 10.0, "exception": None}
+    nb.metadata["nb_py"] = {"seconds": {"startup": 0.5, "papermill": 10.0, "html": 1.0}}
+    for tags, start, seconds, source in (
+        (["parameters"], "2026-01-01T00:00:02", 0.25, "dataset = 'cifar10'"),
+        ([], "2026-01-01T00:00:02.250000", 6.0, "import os\nmetrics = accuracy(cfg)"),
+        ([], "2026-01-01T00:00:08.250000", 0.75, "views.accuracy(out_dir);"),
+    ):
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": tags})
+        cell.metadata["papermill"] = {"start_time": start, "duration": seconds}
+        nb.cells.append(cell)
+    nbformat.write(nb, tmp_path / "10_eval_accuracy-cifar100-dualat.ipynb")
+    t = stage_times.times(tmp_path / "10_eval_accuracy-cifar100-dualat.ipynb")
+    assert (t["run"], t["imports"], t["kernel"], t["cells"], t["first"], t["html"]) == (11.5, 0.5, 2.0, 7.0, 6.0, 1.0)
+    assert t["close"] == pytest.approx(1.0) and t["slowest_cell"] == "metrics = accuracy(cfg)"
+    lines = stage_times.table(tmp_path).splitlines()
+    assert lines[-1].split() == ["all", "(x1)", "11.5", "0.5", "2.0", "7.0", "6.0", "1.0", "1.0"]
+    assert "no executed notebooks" in stage_times.table(tmp_path / "none")
