@@ -99,8 +99,7 @@ def test_dvc_reruns_only_what_depends_on_a_changed_kind(tmp_path):
 
     shutil.copy(ROOT / "dvc.yaml", tmp_path)
     shutil.copy(ROOT / "params.yaml", tmp_path)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    graph = Repo(str(tmp_path)).index.graph  # an edge runs from a stage to a stage it depends on
+    graph = Repo.init(str(tmp_path), no_scm=True).index.graph  # edges run from a stage to one it depends on
 
     def downstream(kind: str) -> set[str]:
         direct = {s for s in graph if str(code_hashes.path(kind)) in [d.def_path for d in s.deps]}
