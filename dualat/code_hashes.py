@@ -29,8 +29,8 @@ from dualat import runs
 
 # The report imports every kind of code (records, config, evaluation results); only the
 # interactive notebook's helpers (explore) and the GPU proxy chain (proxy, proxy_eval), which
-# writes results/proxy/ outside the pipeline, are not run by it.
-NOT_REPORT_CODE = ("explore", "proxy", "proxy_eval")
+# writes results/proxy/ outside the pipeline, are not run by it; nor is this module.
+NOT_REPORT_CODE = ("code_hashes", "explore", "proxy", "proxy_eval")
 KINDS: dict[str, tuple[str, ...]] = {
     "training": runs.NOT_TRAINING_CODE,
     "evaluation": runs.NOT_EVALUATION_CODE,
