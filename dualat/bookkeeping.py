@@ -41,6 +41,7 @@ from dualat.metrics.accuracy import clean_accuracy, pgd_accuracy
 from dualat.progress import bar
 from dualat.records import atomic_open, dumps_strict
 
+CURVES = "curves.json"  # the history's curves, flat (dvc.yaml `plots:`)
 NONFINITE = "nonfinite.json"  # written by a NaN/inf stop; removed by the run that recovers
 
 
@@ -299,7 +300,18 @@ class Run:
         return ckpt.save(self.out_dir / name, payload)
 
     def write_history(self) -> None:
+        """history.json, and curves.json: its evaluations as flat rows of numbers (step, clean and
+        robust accuracy, FID, T, AUC, ...), the data of dvc.yaml's `plots:` (Figures 2 and 4)."""
         if not distributed.is_main():
             return
         with atomic_open(self.out_dir / "history.json", "w") as f:
             f.write(dumps_strict(self.history))
+        with atomic_open(self.out_dir / CURVES, "w") as f:
+            f.write(dumps_strict(curves(self.history)))
+
+
+def curves(history: list[dict]) -> list[dict]:
+    """The evaluation rows of `history` (those with a robust accuracy), numbers only (a note
+    such as a NaN/inf recovery is left out); NaN/inf values read null."""
+    rows = [r for r in history if "robust_acc" in r]
+    return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for r in rows]

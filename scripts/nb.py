@@ -9,11 +9,18 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
 
 import os
 import sys
+import time
 from pathlib import Path
 
-import nbformat
-import papermill
-from nbconvert import HTMLExporter
+T0 = time.time()
+# jsonschema (under nbformat) imports rfc3987_syntax when it is installed, which builds a grammar
+# at import: about 1.5 s of CPU per notebook, for a URI format the notebook schema never uses.
+# Marked absent, jsonschema skips that one format checker (scripts/stage_times.py shows the times).
+sys.modules.setdefault("rfc3987_syntax", None)
+
+import nbformat  # noqa: E402
+import papermill  # noqa: E402
+from nbconvert import HTMLExporter  # noqa: E402
 
 # Kernel settings: silence ipykernel's TCP notice, printed once per stage (scripts/ipykernel_config.py).
 KERNEL_CONFIG = Path(__file__).with_name("ipykernel_config.py")
@@ -35,12 +42,17 @@ def without_machine_paths(text: str) -> str:
     return text
 
 
-def publish(out: Path) -> None:
-    """The executed notebook out.ipynb without machine paths, and its HTML export out.html."""
+def publish(out: Path, seconds: dict | None = None, since: float | None = None) -> None:
+    """The executed notebook out.ipynb without machine paths, and its HTML export out.html;
+    `seconds` (nb.py's own times) go into the notebook's metadata, with the HTML export's."""
     executed = Path(f"{out}.ipynb")
-    executed.write_text(without_machine_paths(executed.read_text()))
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    nb = nbformat.reads(without_machine_paths(executed.read_text()), as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
     out.with_suffix(".html").write_text(without_machine_paths(body))
+    if seconds is not None:
+        seconds["html"] = time.time() - (since or time.time())
+        nb.metadata["nb_py"] = {"seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    nbformat.write(nb, executed)
 
 
 def main(argv: list[str]) -> None:
@@ -57,11 +69,15 @@ def main(argv: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
+    started = time.time()
     papermill.execute_notebook(
         f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
         extra_arguments=[f"--config={KERNEL_CONFIG}"],
+        shutdown_kernel="immediate",  # every cell has finished and its outputs are in: no graceful wait
     )  # fmt: skip
-    publish(out)
+    executed = time.time()
+    # this process's share, beside papermill's own times (scripts/stage_times.py reads both)
+    publish(out, {"startup": started - T0, "papermill": executed - started}, executed)
 
 
 if __name__ == "__main__":

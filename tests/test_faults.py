@@ -135,7 +135,7 @@ def test_dvc_params_agree_with_resume_keys():
         params = {p.replace("${profile}.${item}.", "") for p in stages[stage]["do"]["params"]}
         assert set(runs.RESUME_KEYS[method]) <= params, stage
         assert params - set(runs.RESUME_KEYS[method]) <= {"profile", "data_root"}, stage
-        assert "dualat" in stages[stage]["do"]["deps"]  # the package as one dependency
+        assert "data/prepared/code/training.json" in stages[stage]["do"]["deps"]  # its code (dualat.code_hashes)
     ablation = {p.replace("${profile}.cifar10.", "") for p in stages["ablation"]["params"]}
     assert set(runs.RESUME_KEYS["ablation"]) <= ablation <= set(runs.RESUME_KEYS["ablation"]) | {"profile", "data_root"}
     for name, stage in stages.items():

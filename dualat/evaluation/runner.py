@@ -5,6 +5,8 @@ same key (config, checkpoint sha256, data fingerprint, evaluation code) is reuse
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from dualat.config import METHODS, Config, to_dict
 from dualat.data import DataMissingError, describe
 from dualat.data.fingerprint import fingerprint
 from dualat.evaluation.ood_sets import OOD_SPLITS
-from dualat.records import NotComputed, read_record, sha256_file, to_jsonable, write_record
+from dualat.records import NotComputed, atomic_open, read_record, sha256_file, to_jsonable, write_record
 from dualat.runs import NOT_EVALUATION_CODE, code_hash
 
 METRIC_KEYS = {
@@ -77,6 +79,7 @@ def run(
     if key is not None and previous.is_file():
         record = read_record(previous)
         if record.get("extra", {}).get("key") == to_jsonable(key):
+            write_flat_metrics(out_dir, group, record["metrics"])  # DVC removed it before the rerun
             return record["metrics"]  # the same model, settings, data and code: nothing to redo
     metrics = None
     if reason is None:
@@ -99,6 +102,7 @@ def run(
         | {"data_provenance": _data_provenance(cfg)},
         wall_seconds=time.time() - t0,
     )
+    write_flat_metrics(out_dir, group, metrics)
     return metrics
 
 
@@ -113,6 +117,80 @@ def record_key(group: str, cfg: Config, method: str, model_path: str | Path) -> 
         "data": fingerprint(names, cfg.data_root)["sha256"],
         "code": code_hash(NOT_EVALUATION_CODE),
     }
+
+
+def metrics_path(out_dir: str | Path) -> Path:
+    """The flat metrics file of the evaluation in `out_dir`, beside that folder (dvc.yaml lists it
+    under the stage's `metrics:`; a file inside the stage's output folder would overlap it)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.metrics.json"
+
+
+def flat_metrics(group: str, metrics: dict) -> dict[str, float]:
+    """The headline numbers of a group's metrics as one flat {name: number} (for `dvc metrics`,
+    `dvc exp show`); a value that was not computed is left out, and a group without any number
+    reads {"not_computed": <the first reason>}."""
+    pick = {k: metrics.get(k) for k in FLAT_KEYS.get(group, ())}
+    if group == "accuracy":
+        pick["autoattack_acc"] = _get(metrics, "autoattack", "robust_acc")
+    if group == "generation":
+        for kind in ("conditional", "unconditional"):
+            pick[f"kid_{kind}"] = _get(metrics, f"kid_{kind}", "mean")
+            pick[f"kid_{kind}_std"] = _get(metrics, f"kid_{kind}", "std")
+        pick["inception_score"] = _get(metrics, "inception_score", "mean")
+    if group == "counterfactuals" and isinstance(metrics.get("eps"), list):
+        for i, eps in enumerate(metrics["eps"]):
+            pick[f"fid_eps{eps:g}"] = _get(metrics, "fid", i)
+            pick[f"confidence_eps{eps:g}"] = _get(metrics, "confidence", i)
+    if group == "ood":
+        for name, cell in (metrics.get("sets") or {}).items():
+            for score, aurocs in cell.items() if isinstance(cell, dict) else ():
+                for kind in ("clean", "adversarial") if isinstance(aurocs, dict) else ():
+                    pick[f"auroc_{name}_{score}_{kind}"] = aurocs.get(kind)
+    flat = {k: v for k, v in pick.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    reasons = [v for v in _leaves(metrics) if isinstance(v, NotComputed)]
+    return flat if flat or not reasons else {"not_computed": reasons[0].reason}
+
+
+FLAT_KEYS = {
+    "accuracy": ("clean_acc", "pgd_acc", "ece", "n_test"),
+    "generation": ("fid_conditional", "fid_conditional_std", "fid_unconditional", "fid_unconditional_std", "n_samples"),
+    "counterfactuals": ("n",),
+    "ood": ("n_id",),
+}
+
+
+def write_flat_metrics(out_dir: str | Path, group: str, metrics: dict) -> Path:
+    """`flat_metrics` written to `metrics_path(out_dir)` (atomically; NaN as null)."""
+    flat = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in flat_metrics(group, metrics).items()
+    }
+    path = metrics_path(out_dir)
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(flat, indent=1) + "\n")
+    return path
+
+
+def _get(tree: Any, *keys: Any) -> Any:
+    """tree[k0][k1]..., or None where a level is missing."""
+    for k in keys:
+        try:
+            tree = tree[k]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def _leaves(tree: Any) -> Iterator[Any]:
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _leaves(v)
+    else:
+        yield tree
 
 
 @contextmanager
