@@ -12,6 +12,22 @@ from pathlib import Path
 import nbformat
 import papermill
 from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+# The project's errors about what a user gave or has to fix (dualat.config.ConfigError,
+# dualat.data.DataError and DataMissingError, dualat.checkpoint.CheckpointError, ...): their
+# message names the key or file and what to do, so a failed cell prints only that, not the
+# notebook's traceback. Any other error keeps its traceback. tests/test_faults.py checks the names.
+USER_ERRORS = (
+    "ConfigError",
+    "DataError",
+    "DataMissingError",
+    "TooFewImages",
+    "CheckpointError",
+    "StageRefused",
+    "NonFiniteLoss",
+    "DownloadFailed",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -28,9 +44,14 @@ def main(argv: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
-    papermill.execute_notebook(
-        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
-    )
+    try:
+        papermill.execute_notebook(
+            f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False
+        )
+    except PapermillExecutionError as err:
+        if err.ename in USER_ERRORS:  # the executed notebook keeps the traceback
+            sys.exit(f"{out}.ipynb: {err.evalue}")
+        raise
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(f"{out}.ipynb", as_version=4))
     out.with_suffix(".html").write_text(body)
 

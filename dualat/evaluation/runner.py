@@ -5,6 +5,8 @@ same key (config, checkpoint sha256, data fingerprint, evaluation code) is reuse
 
 from __future__ import annotations
 
+import ast
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,14 +17,16 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from dualat import artifacts, datasets, model_io
-from dualat.config import METHODS, Config, to_dict
+from dualat import artifacts, datasets, model_io, runs
+from dualat.config import METHODS, Config, ConfigError, to_dict
 from dualat.data import DataMissingError, describe
 from dualat.data.fingerprint import fingerprint
 from dualat.evaluation.ood_sets import OOD_SPLITS
 from dualat.records import NotComputed, read_record, sha256_file, to_jsonable, write_record
-from dualat.runs import NOT_EVALUATION_CODE, code_hash
+from dualat.runs import NOT_EVALUATION_CODE
 
+# The params sections an evaluation reads (besides `profile`); training keys are not among them.
+EVALUATION_SECTIONS = ("data", "model", "sample", "evaluate")
 METRIC_KEYS = {
     "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece", "reliability", "n_test"),
     "generation": (
@@ -46,6 +50,9 @@ METRIC_KEYS = {
     "ood": ("sets", "n_id", "ood_n"),
 }
 
+# The number that says whether a record of each group was computed (`computed`).
+PRIMARY = {"accuracy": "clean_acc", "generation": "fid_conditional", "counterfactuals": "fid", "ood": "sets"}
+
 Compute = Callable[[nn.Module, dict], dict]  # (model, seconds per part) -> the group's metrics
 
 
@@ -63,13 +70,12 @@ def run(
     for a caller's own feature function) a record of the same key (`record_key`) is returned as
     it is."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0, seconds = time.time(), {}
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     external = _is_external(cfg, method, model_path)
-    if external and not Path(model_path).is_file():
-        raise FileNotFoundError(f"checkpoint {model_path} not found ({_model_choice(cfg, method, model_path)})")
+    if external:  # before any work: exists, is a checkpoint, holds the network of params.yaml
+        model_io.check_file(cfg, model_path, _source(cfg, method, model_path))
+    out_dir = artifacts.check_writable(out_dir)
+    t0, seconds = time.time(), {}
     # a trained model's folder says whether its stage computed it; an external file has no stage
     reason = None if external else artifacts.read_status(Path(model_path).parent)
     key = record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
@@ -80,7 +86,7 @@ def run(
             return record["metrics"]  # the same model, settings, data and code: nothing to redo
     metrics = None
     if reason is None:
-        model = model_io.load_model(cfg, model_path)
+        model = model_io.load_model(cfg, model_path, source=_source(cfg, method, model_path) if external else None)
         check_finite_outputs(model, cfg, model_path)
         try:
             metrics = compute(model, seconds)
@@ -88,6 +94,8 @@ def run(
             reason = missing(err)
     if metrics is None:
         metrics = not_computed(group, cfg, reason)
+    if not computed(group, metrics):
+        keep_computed(group, previous, metrics)
     write_record(
         previous,
         metrics,
@@ -102,17 +110,77 @@ def run(
     return metrics
 
 
+def computed(group: str, metrics: dict) -> bool:
+    """Whether the group's main number (`PRIMARY`) was computed (for OOD: any set's)."""
+    value = metrics.get(PRIMARY[group])
+    values = value.values() if isinstance(value, dict) else [value]
+    return any(v is not None and not isinstance(v, NotComputed) for v in values)
+
+
+def keep_computed(group: str, previous: Path, metrics: dict) -> None:
+    """StageRefused when a "not computed" record would overwrite a computed one at `previous`
+    (e.g. the data folder is briefly missing): the stage fails and the numbers stay; a record
+    that was never computed is written as before, so the report keeps its cells."""
+    if previous.is_file() and computed(group, read_record(previous)["metrics"]):
+        reason = metrics[PRIMARY[group]]
+        reason = next(iter(reason.values())) if isinstance(reason, dict) else reason
+        raise artifacts.StageRefused(
+            f"{getattr(reason, 'reason', reason)}; {previous} keeps its numbers of an earlier run: restore what "
+            "is missing and rerun (or delete the record to record it as not computed)"
+        )
+
+
 def record_key(group: str, cfg: Config, method: str, model_path: str | Path) -> dict:
-    """What an evaluation's numbers depend on: settings, checkpoint bytes, data files, code."""
+    """What an evaluation's numbers depend on: the evaluated checkpoint's bytes, the settings
+    evaluation reads (`EVALUATION_SECTIONS`; not the training keys: a changed stage2.images that
+    leaves the checkpoint byte-identical reuses the record), data files and evaluation code."""
     names = list(dict.fromkeys([cfg.data.dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
+    settings = to_dict(cfg)
     return {
         "group": group,
         "method": method,
-        "config": to_dict(cfg),
+        "config": {k: settings[k] for k in ("profile", *EVALUATION_SECTIONS)},
         "checkpoint_sha256": sha256_file(model_path),
         "data": fingerprint(names, cfg.data_root)["sha256"],
-        "code": code_hash(NOT_EVALUATION_CODE),
+        "code": evaluation_code_hash(),
     }
+
+
+@functools.cache
+def evaluation_code_hash() -> str:
+    """`runs.code_hash` over the modules evaluation imports (dualat/evaluation/ and, transitively,
+    what it imports from the package, minus NOT_EVALUATION_CODE): an edit of train.py or of a
+    log line in data/download.py does not recompute evaluation records."""
+    package = runs.PACKAGE
+    used = _imported_files(sorted((package / "evaluation").glob("*.py")))
+    others = [p.relative_to(package).with_suffix("").as_posix() for p in package.rglob("*.py") if p not in used]
+    return runs.code_hash(tuple(others) + NOT_EVALUATION_CODE)
+
+
+def _imported_files(start: list[Path]) -> set[Path]:
+    """The package's .py files that `start` imports, directly or through each other (a static
+    reading of every import statement, also inside functions; a package's __init__ counts)."""
+    package, seen, todo = runs.PACKAGE, set(), list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != package.name:
+                    continue
+                for i in range(1, len(parts) + 1):  # dualat.a.b imports dualat/a/__init__.py too
+                    folder = package.joinpath(*parts[1:i])
+                    todo += [p for p in (folder / "__init__.py", folder.with_suffix(".py")) if i > 1 and p.is_file()]
+    return seen
 
 
 @contextmanager
@@ -168,6 +236,14 @@ def _model_choice(cfg: Config, method: str, model_path: str | Path) -> str:
     """Which file was evaluated and why (the pipeline's selected model, or a user's file)."""
     selected, why = model_io.selected_model(cfg, method)
     return why if Path(model_path) == selected else f"{model_path}: given by the caller"
+
+
+def _source(cfg: Config, method: str, model_path: str | Path) -> str:
+    """Where an external file's name came from, for one-line errors about it."""
+    from_params = (
+        getattr(cfg.evaluate.checkpoints, method) and Path(model_path) == model_io.selected_model(cfg, method)[0]
+    )
+    return f"evaluate.checkpoints.{method}" if from_params else "a file given by the caller"
 
 
 def _is_external(cfg: Config, method: str, model_path: str | Path) -> bool:
