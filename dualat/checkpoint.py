@@ -21,7 +21,7 @@ from torch.torch_version import TorchVersion
 
 from dualat.records import atomic_open, git_revision, library_versions
 
-__all__ = ["CheckpointError", "git_revision", "library_versions", "load", "save"]
+__all__ = ["CheckpointError", "CheckpointMissing", "git_revision", "library_versions", "load", "save"]
 
 # Earlier checkpoints stored torch.__version__ (a str subclass) in "versions"; it holds no code.
 SAFE_GLOBALS = [TorchVersion]
@@ -33,6 +33,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that does not exist, is not a PyTorch checkpoint, is damaged, holds
     objects that could run code when loaded, or holds another model than params.yaml asks for.
     The message is one line naming the file."""
+
+
+class CheckpointMissing(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist (a FileNotFoundError too)."""
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -55,7 +59,7 @@ def load(
     path = Path(path)
     if not path.is_file():
         where = f" ({source})" if source else "; run the stage that writes it first (dvc repro)"
-        raise CheckpointError(f"{path} does not exist{where}")
+        raise CheckpointMissing(f"{path} does not exist{where}")
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(_ZIP) or head.startswith(_PICKLE)):

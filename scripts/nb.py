@@ -24,6 +24,7 @@ USER_ERRORS = (
     "DataMissingError",
     "TooFewImages",
     "CheckpointError",
+    "CheckpointMissing",
     "StageRefused",
     "NonFiniteLoss",
     "DownloadFailed",

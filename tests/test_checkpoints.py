@@ -167,7 +167,9 @@ def test_nb_names_user_errors_that_exist():
 
     classes = {c.__name__: c for m in (dualat.artifacts, dualat.bookkeeping, dualat.data, dualat.data.download, config)
                for c in vars(m).values() if isinstance(c, type) and issubclass(c, Exception)}  # fmt: skip
-    classes |= {"CheckpointError": CheckpointError, "TooFewImages": dualat.data.validate.TooFewImages}
+    classes |= {
+        c.__name__: c for c in (CheckpointError, checkpoint.CheckpointMissing, dualat.data.validate.TooFewImages)
+    }
     assert set(_nb_module().USER_ERRORS) <= set(classes)
 
 
