@@ -1,6 +1,9 @@
 """What every evaluation group shares: `run` loads the model, computes the group's metrics (or
 says why they are not computed) and writes the one record `out_dir/<group>.json`; a record of the
-same key (config, checkpoint sha256, data fingerprint, evaluation code) is reused as it is.
+same key (evaluation settings, checkpoint sha256, data fingerprint, evaluation code) is reused as
+it is. Checked before any work: a user's checkpoint file (exists, is a checkpoint, holds the
+network of params.yaml) and that the results folder can be written. A "not computed" record never
+replaces a computed one (the stage fails with `artifacts.StageRefused` instead).
 """
 
 from __future__ import annotations
@@ -68,13 +71,15 @@ def run(
     """Run `compute(model, seconds)` unless the model or a data source is missing; write
     out_dir/<group>.json. With `reuse` (what else the numbers depend on; None = never reuse, e.g.
     for a caller's own feature function) a record of the same key (`record_key`) is returned as
-    it is."""
+    it is. CheckpointError for a wrong external file and StageRefused for a folder that cannot be
+    written, both before any work; StageRefused instead of overwriting a computed record with a
+    "not computed" one (`keep_computed`)."""
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     external = _is_external(cfg, method, model_path)
     if external:  # before any work: exists, is a checkpoint, holds the network of params.yaml
         model_io.check_file(cfg, model_path, _source(cfg, method, model_path))
-    out_dir = artifacts.check_writable(out_dir)
+    out_dir = Path(out_dir)
     t0, seconds = time.time(), {}
     # a trained model's folder says whether its stage computed it; an external file has no stage
     reason = None if external else artifacts.read_status(Path(model_path).parent)
@@ -84,6 +89,7 @@ def run(
         record = read_record(previous)
         if record.get("extra", {}).get("key") == to_jsonable(key):
             return record["metrics"]  # the same model, settings, data and code: nothing to redo
+    artifacts.check_writable(out_dir)  # before the work, not after it
     metrics = None
     if reason is None:
         model = model_io.load_model(cfg, model_path, source=_source(cfg, method, model_path) if external else None)
