@@ -192,9 +192,10 @@ def test_nb_prints_the_message_of_a_user_error_only(tmp_path, monkeypatch, ename
             nb.main(["10_eval_accuracy", "x"])
 
 
-def test_wrong_external_file_gives_one_line_through_nb(tmp_path):
+@pytest.mark.parametrize("wrong", ["text", "architecture"])
+def test_wrong_external_file_gives_one_line_through_nb(tmp_path, wrong):
     """A real papermill run of the accuracy notebook on a copy of the repository's notebooks whose
-    params.yaml names a text file as Dual-AT's checkpoint (as `dvc repro` runs it)."""
+    params.yaml names a wrong file as Dual-AT's checkpoint (as `dvc repro` runs it)."""
     for folder in ("notebooks", "scripts"):
         (tmp_path / folder).mkdir()
         for f in (ROOT / folder).iterdir():
@@ -202,9 +203,14 @@ def test_wrong_external_file_gives_one_line_through_nb(tmp_path):
                 (tmp_path / folder / f.name).write_bytes(f.read_bytes())
     params = yaml.safe_load(PARAMS.read_text())
     params["profile"] = "quick"
-    params["quick"]["cifar10"]["evaluate"]["checkpoints"]["dualat"] = "notes.pt"
+    params["quick"]["cifar10"]["evaluate"]["checkpoints"]["dualat"] = "theirs.pt"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "notes.pt").write_text("not a model\n")
+    if wrong == "text":
+        (tmp_path / "theirs.pt").write_text("not a model\n")
+        said = "theirs.pt: not a PyTorch checkpoint"
+    else:
+        torch.save({"state_dict": WideResNet(16, 4, 10).state_dict()}, tmp_path / "theirs.pt")
+        said = "theirs.pt holds WRN-16-4, 10 classes; params.yaml (quick.cifar10) wants WRN-10-1, 10 classes"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     r = subprocess.run(
         [sys.executable, "scripts/nb.py", "10_eval_accuracy", "cifar10-dualat", "dataset=cifar10", "method=dualat"],
@@ -213,4 +219,4 @@ def test_wrong_external_file_gives_one_line_through_nb(tmp_path):
     # the kernel's own start-up warning is not an error of the run
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and not ln.startswith("[IPKernelApp]")]
     assert r.returncode != 0
-    assert lines == ["reports/notebooks/10_eval_accuracy-cifar10-dualat.ipynb: notes.pt: not a PyTorch checkpoint"]
+    assert lines == [f"reports/notebooks/10_eval_accuracy-cifar10-dualat.ipynb: {said}"]
