@@ -17,7 +17,7 @@ from papermill.exceptions import PapermillExecutionError
 # The project's errors about what a user gave or has to fix (dualat.config.ConfigError,
 # dualat.data.DataError and DataMissingError, dualat.checkpoint.CheckpointError, ...): their
 # message names the key or file and what to do, so a failed cell prints only that, not the
-# notebook's traceback. Any other error keeps its traceback. tests/test_faults.py checks the names.
+# notebook's traceback. Any other error keeps its traceback. tests/test_checkpoints.py checks the names.
 USER_ERRORS = (
     "ConfigError",
     "DataError",
