@@ -84,6 +84,17 @@ def test_a_checkpoint_written_with_a_torch_version_object_still_loads(tmp_path):
     assert checkpoint.load(path)["versions"]["torch"] == torch.__version__
 
 
+def test_a_released_file_in_the_legacy_format_loads(tmp_path):
+    """Checkpoints saved before PyTorch 1.6 are a bare pickle stream, not a zip: still weights_only."""
+    model, path = _model(), tmp_path / "released.pt"
+    state = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    model_io.check_file(_cfg(), path, "evaluate.checkpoints.ratio")  # mmap is skipped for this format
+    loaded = model_io.load_model(_cfg(), path, source="evaluate.checkpoints.ratio")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
 def test_wrong_files_are_named_in_one_line(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("these are my notes\n")
