@@ -203,10 +203,11 @@ def test_nb_prints_the_message_of_a_user_error_only(tmp_path, monkeypatch, ename
             nb.main(["10_eval_accuracy", "x"])
 
 
-@pytest.mark.parametrize("wrong", ["text", "architecture"])
-def test_wrong_external_file_gives_one_line_through_nb(tmp_path, wrong):
+@pytest.mark.parametrize("wrong", ["text", "architecture", "method"])
+def test_a_wrong_file_or_method_gives_one_line_through_nb(tmp_path, wrong):
     """A real papermill run of the accuracy notebook on a copy of the repository's notebooks whose
-    params.yaml names a wrong file as Dual-AT's checkpoint (as `dvc repro` runs it)."""
+    params.yaml names a wrong file as Dual-AT's checkpoint (as `dvc repro` runs it); or a
+    misspelt `method` parameter."""
     for folder in ("notebooks", "scripts"):
         (tmp_path / folder).mkdir()
         for f in (ROOT / folder).iterdir():
@@ -216,15 +217,18 @@ def test_wrong_external_file_gives_one_line_through_nb(tmp_path, wrong):
     params["profile"] = "quick"
     params["quick"]["cifar10"]["evaluate"]["checkpoints"]["dualat"] = "theirs.pt"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    method = "dualat"
     if wrong == "text":
         (tmp_path / "theirs.pt").write_text("not a model\n")
         said = "theirs.pt: not a PyTorch checkpoint"
-    else:
+    elif wrong == "architecture":
         torch.save({"state_dict": WideResNet(16, 4, 10).state_dict()}, tmp_path / "theirs.pt")
         said = "theirs.pt holds WRN-16-4, 10 classes; params.yaml (quick.cifar10) wants WRN-10-1, 10 classes"
+    else:
+        method, said = "dualatt", "method must be one of standard_at, ratio, dualat, got 'dualatt'"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     r = subprocess.run(
-        [sys.executable, "scripts/nb.py", "10_eval_accuracy", "cifar10-dualat", "dataset=cifar10", "method=dualat"],
+        [sys.executable, "scripts/nb.py", "10_eval_accuracy", "cifar10-dualat", "dataset=cifar10", f"method={method}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     # the kernel's own start-up warning is not an error of the run
