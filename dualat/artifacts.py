@@ -10,11 +10,19 @@ Layout (stable paths, no hyperparameters in names; relative to the repository ro
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from dualat import distributed
 from dualat.records import NotComputed, atomic_open, dumps_strict
+
+
+class StageRefused(RuntimeError):
+    """A stage stopped before its work without touching its outputs: an input is missing now but
+    the outputs hold computed results of an earlier run (kept), or the output folder cannot be
+    written. The message is one line naming the folder and what to do."""
 
 
 def repo_root(start: str | Path = ".") -> Path:
@@ -63,3 +71,29 @@ def read_status(out_dir: str | Path) -> NotComputed | None:
         return NotComputed(f"{path} is missing; run its stage first")
     status = json.loads(path.read_text())
     return None if status["computed"] else NotComputed(status["reason"])
+
+
+def keep_computed(out_dir: str | Path, reason: NotComputed | None) -> None:
+    """StageRefused when `reason` (why the stage cannot compute now, e.g. its data folder is not
+    mounted) would overwrite out_dir/status.json that says computed: a briefly missing input
+    fails the stage and leaves the earlier results as they are. A folder that never held
+    computed results gets its "not computed" status as before."""
+    if reason is not None and (Path(out_dir) / "status.json").is_file() and read_status(out_dir) is None:
+        raise StageRefused(
+            f"{reason.reason}; {out_dir} keeps its results of an earlier run: restore what is missing and "
+            f"rerun (or delete {Path(out_dir) / 'status.json'} to record it as not computed)"
+        )
+
+
+def check_writable(out_dir: str | Path) -> Path:
+    """Create out_dir if needed and write and delete a probe file in it, before any work;
+    StageRefused naming the folder when it cannot be written (read-only share, permissions)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-probe.")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise StageRefused(f"{out_dir} cannot be written ({e.strerror or e}); make it writable and rerun") from None
+    return out_dir

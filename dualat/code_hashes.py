@@ -14,7 +14,7 @@ docstrings and formatting do not count). A file is rewritten only when its hash 
 
 The kinds use the same exclusions as the keys that decide reuse inside a stage (`dualat.runs`):
 training runs resume on `runs.code_hash()` and evaluation records are reused on
-`runs.code_hash(runs.NOT_EVALUATION_CODE)`, so a stage DVC skips is one whose key would say "reuse".
+`runs.code_hash(runs.evaluation_code_exclusions())`, so a stage DVC skips is one whose key would say "reuse".
 `STAGE_KINDS` names the kind of every stage of dvc.yaml (tests/test_dvc_pipeline.py checks them).
 Run as `python -m dualat.code_hashes OUT_DIR`.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dualat import runs
@@ -31,10 +32,10 @@ from dualat import runs
 # interactive notebook's helpers (explore) and the GPU proxy chain (proxy, proxy_eval), which
 # writes results/proxy/ outside the pipeline, are not run by it; nor is this module.
 NOT_REPORT_CODE = ("code_hashes", "explore", "proxy", "proxy_eval")
-KINDS: dict[str, tuple[str, ...]] = {
-    "training": runs.NOT_TRAINING_CODE,
-    "evaluation": runs.NOT_EVALUATION_CODE,
-    "report": NOT_REPORT_CODE,
+KINDS: dict[str, Callable[[], tuple[str, ...]]] = {  # what each kind's hash leaves out
+    "training": lambda: runs.NOT_TRAINING_CODE,
+    "evaluation": runs.evaluation_code_exclusions,  # what dualat/evaluation/ does not import
+    "report": lambda: NOT_REPORT_CODE,
 }
 # The kind of code each stage of dvc.yaml runs (stages not named run no package code of a kind:
 # data_sources fingerprints files on every repro, code_hashes writes these files).
@@ -62,7 +63,11 @@ def path(kind: str, out_dir: str | Path = DIR) -> Path:
 
 def hashes() -> dict[str, dict]:
     """{kind: {"sha256", "excluded"}} of the package as it is on disk now."""
-    return {kind: {"sha256": runs.code_hash(exclude), "excluded": sorted(exclude)} for kind, exclude in KINDS.items()}
+    out = {}
+    for kind, exclusions in KINDS.items():
+        exclude = exclusions()
+        out[kind] = {"sha256": runs.code_hash(exclude), "excluded": sorted(exclude)}
+    return out
 
 
 def write(out_dir: str | Path = DIR) -> dict[str, dict]:

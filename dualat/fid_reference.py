@@ -17,7 +17,7 @@ from torch import nn
 
 from dualat import datasets, generate, metrics
 from dualat.config import Config
-from dualat.data import test_transform
+from dualat.data import DataError, test_transform
 from dualat.model_io import device
 from dualat.progress import bar
 from dualat.records import NotComputed, atomic_open, sha256_file
@@ -69,7 +69,11 @@ def real_features(
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as f:
             if "key" in f and str(f["key"]) == stamp:
-                return f["feats"].astype(np.float64), f["labels"]
+                feats_cached, labels_cached = f["feats"].astype(np.float64), f["labels"]
+                check_array(feats_cached, cache, "feats")
+                if labels_cached.shape != (len(feats_cached),):
+                    raise _damaged(cache, f"labels of shape {labels_cached.shape} for {len(feats_cached)} features")
+                return feats_cached, labels_cached
     feats, labels = [], []
     for start in bar(range(0, n, 256), desc="Inception features"):
         x, y = datasets.stack_range(dataset, start, min(start + 256, n))
@@ -88,7 +92,44 @@ def reference_stats(cfg: Config, path: str | Path, features: Features | None = N
     under `fid_ref_key(cfg)`; their features and labels are cached beside it (features.npz,
     reused by the counterfactuals and by KID). FileNotFoundError when the mode's weights are
     missing and nothing is cached."""
-    return metrics.cached_stats(path, lambda: reference_features(cfg, path, features), fid_ref_key(cfg))
+    stats = metrics.cached_stats(path, lambda: reference_features(cfg, path, features), fid_ref_key(cfg))
+    check_reference(path)
+    return stats
+
+
+def check_reference(path: str | Path) -> None:
+    """DataError naming `path` when the cached statistics cannot give a FID: mu not (D,), sigma
+    not (D, D), features (kept when fewer images than D) not (M, D), or a NaN/inf in any of them
+    (a NaN would otherwise end generation after all sampling in "SVD did not converge", or give
+    null FIDs and a best T picked from NaNs)."""
+    with np.load(path) as ref:
+        missing = [k for k in ("mu", "sigma") if k not in ref]
+        if missing:
+            raise _damaged(path, f"no {missing[0]}")
+        mu, sigma = ref["mu"], ref["sigma"]
+        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+            raise _damaged(path, f"mu of shape {mu.shape} and sigma of shape {sigma.shape}")
+        check_array(mu, path, "mu")
+        check_array(sigma, path, "sigma")
+        if "feats" in ref:
+            check_array(ref["feats"], path, "feats", dim=len(mu))
+
+
+def check_array(values: np.ndarray, path: str | Path, name: str, dim: int | None = None) -> None:
+    """DataError when `values` (the array `name` of `path`) holds NaN/inf, or features are not
+    (M, dim) with M >= 2."""
+    if name == "feats" and (values.ndim != 2 or len(values) < 2 or (dim is not None and values.shape[1] != dim)):
+        raise _damaged(path, f"feats of shape {values.shape}" + (f" (expected (M, {dim}))" if dim else ""))
+    bad = int(np.size(values) - np.isfinite(values).sum())
+    if bad:
+        raise _damaged(path, f"{bad} NaN/inf values in {name}")
+
+
+def _damaged(path: str | Path, what: str) -> DataError:
+    return DataError(
+        f"{path}: FID reference is damaged ({what}); delete {Path(path).parent} and rerun the prepare stage "
+        "(dvc repro prepare), which recomputes it"
+    )
 
 
 def reference_features(cfg: Config, path: str | Path, features: Features | None = None) -> np.ndarray:

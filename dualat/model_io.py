@@ -11,8 +11,9 @@ from torch import nn
 
 from dualat import checkpoint
 from dualat.artifacts import model_dir
-from dualat.config import Config
-from dualat.models import build_model, load_released
+from dualat.checkpoint import CheckpointError
+from dualat.config import Config, ConfigError
+from dualat.models import build_model, load_released, strip_prefixes
 
 METHOD_STAGE = {"standard_at": "stage1", "ratio": "stage1", "dualat": "stage2"}
 # The reported model of each method: stage 1 / RATIO by best robust accuracy, Dual-AT by best FID.
@@ -28,10 +29,17 @@ def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
     """The checkpoint evaluated for `method` and why that one (recorded with every evaluation):
     the file of `evaluate.checkpoints.<method>` when set (a released or one's own checkpoint,
     evaluated instead of the trained model), else `trained_model`."""
-    external = getattr(cfg.evaluate.checkpoints, method, "") if method in METHOD_STAGE else ""
+    external = getattr(cfg.evaluate.checkpoints, _checked(method))
     if external:
         return Path(external), f"external checkpoint {external} (evaluate.checkpoints.{method})"
     return trained_model(cfg, method)
+
+
+def _checked(method: str) -> str:
+    """`method` when it names a method (the notebooks' `method` parameter), else ConfigError."""
+    if method not in METHOD_STAGE:
+        raise ConfigError(f"method must be one of {', '.join(METHOD_STAGE)}, got {method!r}")
+    return method
 
 
 def trained_model(cfg: Config, method: str) -> tuple[Path, str]:
@@ -40,7 +48,7 @@ def trained_model(cfg: Config, method: str) -> tuple[Path, str]:
     standard_at / ratio: best.pt (best PGD robust test accuracy). dualat: best_fid.pt (best FID
     during training), or final.pt when `stage2.eval_fid_samples` is 0 (no FID, so no selection).
     """
-    folder = model_dir(cfg.data.dataset, method)
+    folder = model_dir(cfg.data.dataset, _checked(method))
     if method == "dualat" and cfg.stage2.eval_fid_samples == 0:
         return folder / "final.pt", "final.pt: stage2.eval_fid_samples is 0, so no best-FID checkpoint exists"
     why = "best FID during training" if method == "dualat" else "best PGD robust accuracy during training"
@@ -52,7 +60,7 @@ def new_model(cfg: Config) -> nn.Module:
     return build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor).to(device())
 
 
-def load_model(cfg: Config, path: str | Path, weights: str = "selected") -> nn.Module:
+def load_model(cfg: Config, path: str | Path, weights: str = "selected", *, source: str | None = None) -> nn.Module:
     """A model in eval mode from a checkpoint of this project or any state dict.
 
     `weights`: "selected" = the weights the run selected (EMA weights where the run used EMA),
@@ -60,22 +68,71 @@ def load_model(cfg: Config, path: str | Path, weights: str = "selected") -> nn.M
     Project checkpoints: best*.pt / final.pt hold "model" (selected) and "plain"; last.pt holds
     "model" (plain) and "ema". Other files: a state dict, or one wrapped as {"state_dict": ...}
     or {"model": ...}, with the prefixes of `models.strip_prefixes` removed; then only "selected"
-    or "plain" make sense and both mean the file's weights.
+    or "plain" make sense and both mean the file's weights. `source`: where a user's file name
+    came from (e.g. "evaluate.checkpoints.dualat"), for the messages of `checkpoint.load`.
+    CheckpointError (one line) for a missing, foreign or unsafe file or another architecture.
     """
     if weights not in ("selected", "ema", "plain"):
         raise ValueError(f"weights must be selected, ema or plain, got {weights!r}")
-    state = checkpoint.load(path)
-    state_dict = _weights_of(state, weights, Path(path))
+    state_dict = _weights_of(checkpoint.load(path, source=source), weights, Path(path))
     model = new_model(cfg)
     try:
         load_released(model, state_dict)
-    except RuntimeError:
-        saved = _described(state, state_dict)
-        ours = f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}, {cfg.data.num_classes} classes"
-        raise ValueError(
-            f"{path} holds a {saved} model; params.yaml ({cfg.profile}.{cfg.data.dataset}) wants {ours}"
-        ) from None
+    except RuntimeError as e:
+        check_architecture(cfg, path, state_dict, strict=True)
+        lines = str(e).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path} holds {architecture(state_dict)} but its tensors differ: {detail}") from None
     return model.eval()
+
+
+def check_file(cfg: Config, path: str | Path, source: str) -> None:
+    """Before any work: a user's checkpoint file (its name from `source`, e.g.
+    "evaluate.checkpoints.dualat") exists, is a PyTorch checkpoint and holds the network and class
+    count of params.yaml. A cheap read (weights_only, tensors memory-mapped); CheckpointError."""
+    state = checkpoint.load(path, source=source, mmap=True)
+    check_architecture(cfg, path, _weights_of(state, "selected", Path(path)))
+
+
+def check_external(cfg: Config, method: str) -> None:
+    """`check_file` on the file of `evaluate.checkpoints.<method>`, when one is set."""
+    external = getattr(cfg.evaluate.checkpoints, _checked(method))
+    if external:
+        check_file(cfg, external, f"evaluate.checkpoints.{method}")
+
+
+def wanted(cfg: Config) -> str:
+    """The architecture params.yaml asks for, as `architecture` writes it: "WRN-10-1, 10 classes"."""
+    net = "ResNet-50" if cfg.model.arch == "resnet50" else f"WRN-{cfg.model.depth}-{cfg.model.widen_factor}"
+    return f"{net}, {cfg.data.num_classes} classes"
+
+
+def check_architecture(cfg: Config, path: str | Path, state_dict: dict, strict: bool = False) -> None:
+    """CheckpointError when the shapes of `state_dict` say another network or class count than
+    params.yaml (`wanted`); an unknown network passes unless `strict` (the strict load decides)."""
+    found = architecture(state_dict)
+    if found == wanted(cfg):
+        return
+    same_classes = found.endswith((f", {cfg.data.num_classes} classes", "unknown class count"))
+    if found.startswith("an unknown") and same_classes and not strict:
+        return  # a network this reading does not know: the strict load decides
+    raise CheckpointError(f"{path} holds {found}; params.yaml ({cfg.profile}.{cfg.data.dataset}) wants {wanted(cfg)}")
+
+
+def architecture(state_dict: dict) -> str:
+    """The network a state dict holds, read off its tensor names and shapes: "WRN-16-4, 10
+    classes" (depth 6n+4 from n blocks per group, width from block1's channels / 16),
+    "ResNet-50, 1000 classes" (bottleneck blocks per layer), else "an unknown network (N tensors)"."""
+    sd = {k.removeprefix("net."): v for k, v in strip_prefixes(state_dict).items()}
+    fc = sd.get("fc.weight")
+    classes = f", {fc.shape[0]} classes" if fc is not None and fc.dim() == 2 else ", unknown class count"
+    if "block1.layer.0.conv1.weight" in sd:
+        n = len({k.split(".")[2] for k in sd if k.startswith("block1.layer.")})
+        return f"WRN-{6 * n + 4}-{sd['block1.layer.0.conv1.weight'].shape[0] // 16}{classes}"
+    blocks = [len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")}) for i in (1, 2, 3, 4)]
+    if all(blocks) and "layer1.0.conv3.weight" in sd:
+        return f"ResNet-{3 * sum(blocks) + 2}{classes}"
+    return f"an unknown network ({len(sd)} tensors){classes}"
 
 
 def _weights_of(state: dict, weights: str, path: Path) -> dict:
@@ -84,27 +141,16 @@ def _weights_of(state: dict, weights: str, path: Path) -> dict:
         uses_ema = state["ema"] is not None
         if weights == "ema" or (weights == "selected" and uses_ema):
             if not uses_ema:
-                raise ValueError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
+                raise CheckpointError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
             return state["ema"]["module"]
         return state["model"]
     if "plain" in state and "model" in state:  # best*.pt / final.pt of this project
         if weights == "ema" and not state.get("ema", True):
-            raise ValueError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
+            raise CheckpointError(f"{path} holds no EMA weights (its run had EMA off); ask for weights='plain'")
         return state["plain"] if weights == "plain" else state["model"]
     if weights == "ema":
-        raise ValueError(f"{path} is a plain state dict; it has no separate EMA weights")
+        raise CheckpointError(f"{path} is a plain state dict; it has no separate EMA weights")
     for wrapper in ("state_dict", "model"):  # {"state_dict": {...}} and similar wrappers
         if isinstance(state.get(wrapper), dict):
             return state[wrapper]
     return state
-
-
-def _described(state: dict, state_dict: dict) -> str:
-    """The architecture a checkpoint was saved with: its saved config, else read off the shapes."""
-    saved = state.get("config") if isinstance(state.get("config"), dict) else None
-    if saved and "model" in saved and "data" in saved:
-        arch = saved["model"]
-        return f"{arch['arch']}-{arch['depth']}-{arch['widen_factor']}, {saved['data']['num_classes']} classes"
-    fc = next((v for k, v in state_dict.items() if k.endswith("fc.weight")), None)
-    classes = f"{fc.shape[0]} classes" if fc is not None else "unknown class count"
-    return f"{len(state_dict)}-tensor ({classes}) state-dict"

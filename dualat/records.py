@@ -155,7 +155,7 @@ def library_versions() -> dict[str, str]:
         tv = "not installed"
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: checkpoints load with weights_only
         "torchvision": tv,
         "numpy": np.__version__,
     }

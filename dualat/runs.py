@@ -137,6 +137,42 @@ def code_hash(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> str:
     return h.hexdigest()
 
 
+def imported_files(start: list[Path], package: Path | None = None) -> set[Path]:
+    """The package's .py files that `start` imports, directly or through each other (a static
+    reading of every import statement, also inside functions; a package's __init__ counts)."""
+    package = package or PACKAGE
+    seen: set[Path] = set()
+    todo = list(start)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] != package.name:
+                    continue
+                for i in range(2, len(parts) + 1):  # dualat.a.b imports dualat/a/__init__.py too
+                    folder = package.joinpath(*parts[1:i])
+                    todo += [p for p in (folder / "__init__.py", folder.with_suffix(".py")) if p.is_file()]
+    return seen
+
+
+def evaluation_code_exclusions() -> tuple[str, ...]:
+    """What the evaluation-code hash leaves out: every module that dualat/evaluation/ does not
+    import (statically, transitively), and NOT_EVALUATION_CODE."""
+    used = imported_files(sorted((PACKAGE / "evaluation").glob("*.py")))
+    others = sorted(p.relative_to(PACKAGE).with_suffix("").as_posix() for p in PACKAGE.rglob("*.py") if p not in used)
+    return tuple(others) + NOT_EVALUATION_CODE
+
+
 def resume_key(config: dict, keys: tuple[str, ...], **extra: Any) -> dict[str, Any]:
     """The identity of a run: the selected config entries, the training code hash and `extra`
     (e.g. data fingerprint, init checkpoint sha256)."""

@@ -26,6 +26,7 @@ def prepare(cfg: Config, out_dir: str | Path) -> dict:
     Each status file changes only when its content does, so DVC skips what does not depend on it."""
     out_dir = Path(out_dir)
     reason = datasets.missing_data(cfg)
+    artifacts.keep_computed(out_dir, reason)  # a briefly missing data folder fails, keeping what was prepared
     info = {}
     if reason is None:
         info = {
@@ -63,6 +64,7 @@ def train(
         raise ValueError(f"method must be one of {', '.join(model_io.METHOD_STAGE)}, got {method!r}")
     reason = datasets.missing_data(cfg) or (artifacts.read_status(Path(init).parent) if init is not None else None)
     if reason is not None:
+        artifacts.keep_computed(out_dir, reason)  # a finished run is kept when its data is briefly missing
         return artifacts.write_status(out_dir, reason, method=method)
     torch.manual_seed(cfg.stage1.seed)  # the initialisation of a new model
     # the first stage*.eval_n test images (0 = all) for the PGD accuracy that selects checkpoints

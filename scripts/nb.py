@@ -21,6 +21,7 @@ sys.modules.setdefault("rfc3987_syntax", None)
 import nbformat  # noqa: E402
 import papermill  # noqa: E402
 from nbconvert import HTMLExporter  # noqa: E402
+from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
 # Kernel settings: silence ipykernel's TCP notice, printed once per stage (scripts/ipykernel_config.py).
 KERNEL_CONFIG = Path(__file__).with_name("ipykernel_config.py")
@@ -55,6 +56,23 @@ def publish(out: Path, seconds: dict | None = None, since: float | None = None) 
     nbformat.write(nb, executed)
 
 
+# The project's errors about what a user gave or has to fix (dualat.config.ConfigError,
+# dualat.data.DataError and DataMissingError, dualat.checkpoint.CheckpointError, ...): their
+# message names the key or file and what to do, so a failed cell prints only that, not the
+# notebook's traceback. Any other error keeps its traceback. tests/test_checkpoints.py checks the names.
+USER_ERRORS = (
+    "ConfigError",
+    "DataError",
+    "DataMissingError",
+    "TooFewImages",
+    "CheckpointError",
+    "CheckpointMissing",
+    "StageRefused",
+    "NonFiniteLoss",
+    "DownloadFailed",
+)
+
+
 def main(argv: list[str]) -> None:
     name, tag, *pairs = argv
     bad = [p for p in pairs if "=" not in p]
@@ -70,11 +88,17 @@ def main(argv: list[str]) -> None:
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
     started = time.time()
-    papermill.execute_notebook(
-        f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
-        extra_arguments=[f"--config={KERNEL_CONFIG}"],
-        shutdown_kernel="immediate",  # every cell has finished and its outputs are in: no graceful wait
-    )  # fmt: skip
+    try:
+        papermill.execute_notebook(
+            f"notebooks/{name}.ipynb", f"{out}.ipynb", parameters=params, kernel_name="python3", progress_bar=False,
+            extra_arguments=[f"--config={KERNEL_CONFIG}"],
+            shutdown_kernel="immediate",  # every cell has finished and its outputs are in: no graceful wait
+        )  # fmt: skip
+    except PapermillExecutionError as err:
+        publish(out)  # the failed notebook too, without machine paths
+        if err.ename in USER_ERRORS:  # the executed notebook keeps the traceback
+            sys.exit(f"{out}.ipynb: {err.evalue}")
+        raise
     executed = time.time()
     # this process's share, beside papermill's own times (scripts/stage_times.py reads both)
     publish(out, {"startup": started - T0, "papermill": executed - started}, executed)

@@ -44,7 +44,7 @@ def test_kinds_are_the_hashes_that_decide_reuse(monkeypatch):
     from dualat.evaluation import runner
 
     found = code_hashes.hashes()
-    assert code_hashes.KINDS["training"] == runs.NOT_TRAINING_CODE
+    assert code_hashes.KINDS["training"]() == runs.NOT_TRAINING_CODE
     assert runs.resume_key({}, ())["code"] == found["training"]["sha256"]  # training resumes on this hash
     monkeypatch.setattr(runner, "sha256_file", lambda path: "0" * 64)
     monkeypatch.setattr(runner, "fingerprint", lambda names, root: {"sha256": {}})

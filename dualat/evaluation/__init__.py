@@ -13,8 +13,9 @@ Each group takes the `Config`, the method name, the model checkpoint and an outp
 the record `out_dir/<group>.json` (metrics, config, checkpoint hash, wall-clock seconds) through
 `runner.run` and returns the metrics. When the model's folder says "not computed"
 (`artifacts.read_status`) or a data source is missing, every metric is that `NotComputed` and
-nothing raises. Images are float tensors in [0, 1], NCHW, kept on the CPU; batches run on the
-model's device (`model_io.device()`).
+nothing raises, unless the record holds computed numbers of an earlier run: then they are kept
+and `artifacts.StageRefused` says what is missing (docs/checkpoint_files.md). Images are float
+tensors in [0, 1], NCHW, kept on the CPU; batches run on the model's device (`model_io.device()`).
 
 This file holds no code: the training code hash (`runs.code_hash`) covers it, so it must not
 change what an evaluation computes. The module names are unique in the package because

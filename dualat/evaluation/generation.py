@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dualat import datasets, fid_reference
-from dualat.config import METHODS, Config, SampleConfig
+from dualat.config import METHODS, Config, ConfigError, SampleConfig
 from dualat.data import test_transform
 from dualat.evaluation.runner import not_computed, run, save_grid, timed
 from dualat.fid_reference import Features
@@ -71,12 +71,13 @@ def generation_metrics(
     protocol = _fid_protocol(cfg, ref_stats_path, weights)
     if weights.get("missing") is not None:
         return not_computed("generation", cfg, weights["missing"]) | {"fid_protocol": protocol}
+    source = datasets.ood_set(cfg, test_transform(cfg.data.dataset))
+    selection, pool = seed_split(len(source), selection_size(cfg), sample.selection_seed)
+    check_seed_pool(cfg, len(source), len(pool))
     features = features or fid_reference.inception(cfg)
     with timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists
         fid_reference.reference_stats(cfg, ref_stats_path, features)
         ref_feats = fid_reference.reference_features(cfg, ref_stats_path, features)
-    source = datasets.ood_set(cfg, test_transform(cfg.data.dataset))
-    selection, pool = seed_split(len(source), selection_size(cfg), sample.selection_seed)
     per_seed, first, hashes = [], None, []
     for seed in sample.seeds:
         indices = report_indices(pool, sample.n_samples, seed)
@@ -110,6 +111,18 @@ def generation_metrics(
         "seeds": seeds,
         "grid": {"T": grid_T, "fid": grid_fid, "best_T": best_T, "n": sample.n_grid_samples},
     }
+
+
+def check_seed_pool(cfg: Config, n_source: int, n_pool: int) -> None:
+    """ConfigError naming `sample.n_samples` when each sampling seed asks for more seed images
+    than the OOD source has outside the selection block (before any sampling)."""
+    if cfg.sample.n_samples > n_pool:
+        raise ConfigError(
+            f"{cfg.profile}.{cfg.data.dataset}.sample.n_samples is {cfg.sample.n_samples}, but the OOD source "
+            f"(data.ood: {cfg.data.ood}) has {n_source} images, {n_source - n_pool} of them held out for "
+            f"selection (max(stage2.eval_fid_samples, sample.n_grid_samples)): at most {n_pool}; lower "
+            "sample.n_samples or use a larger OOD source (data.n_ood)"
+        )
 
 
 def _fid_protocol(cfg: Config, ref_stats_path: str | Path, weights: dict) -> dict:

@@ -1,6 +1,9 @@
 """What every evaluation group shares: `run` loads the model, computes the group's metrics (or
 says why they are not computed) and writes the one record `out_dir/<group>.json`; a record of the
-same key (config, checkpoint sha256, data fingerprint, evaluation code) is reused as it is.
+same key (evaluation settings, checkpoint sha256, data fingerprint, evaluation code) is reused as
+it is. Checked before any work: a user's checkpoint file (exists, is a checkpoint, holds the
+network of params.yaml) and that the results folder can be written. A "not computed" record never
+replaces a computed one (the stage fails with `artifacts.StageRefused` instead).
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from dualat import artifacts, datasets, model_io
-from dualat.config import METHODS, Config, to_dict
+from dualat import artifacts, datasets, model_io, runs
+from dualat.config import METHODS, Config, ConfigError, to_dict
 from dualat.data import DataMissingError, describe
 from dualat.data.fingerprint import fingerprint
 from dualat.evaluation.ood_sets import OOD_SPLITS
 from dualat.records import NotComputed, atomic_open, read_record, sha256_file, to_jsonable, write_record
-from dualat.runs import NOT_EVALUATION_CODE, code_hash
 
+# The params sections an evaluation reads (besides `profile`); training keys are not among them.
+EVALUATION_SECTIONS = ("data", "model", "sample", "evaluate")
 METRIC_KEYS = {
     "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece", "reliability", "n_test"),
     "generation": (
@@ -48,6 +52,9 @@ METRIC_KEYS = {
     "ood": ("sets", "n_id", "ood_n"),
 }
 
+# The number that says whether a record of each group was computed (`computed`).
+PRIMARY = {"accuracy": "clean_acc", "generation": "fid_conditional", "counterfactuals": "fid", "ood": "sets"}
+
 Compute = Callable[[nn.Module, dict], dict]  # (model, seconds per part) -> the group's metrics
 
 
@@ -63,15 +70,16 @@ def run(
     """Run `compute(model, seconds)` unless the model or a data source is missing; write
     out_dir/<group>.json. With `reuse` (what else the numbers depend on; None = never reuse, e.g.
     for a caller's own feature function) a record of the same key (`record_key`) is returned as
-    it is."""
+    it is. CheckpointError for a wrong external file and StageRefused for a folder that cannot be
+    written, both before any work; StageRefused instead of overwriting a computed record with a
+    "not computed" one (`keep_computed`)."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0, seconds = time.time(), {}
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     external = _is_external(cfg, method, model_path)
-    if external and not Path(model_path).is_file():
-        raise FileNotFoundError(f"checkpoint {model_path} not found ({_model_choice(cfg, method, model_path)})")
+    if external:  # before any work: exists, is a checkpoint, holds the network of params.yaml
+        model_io.check_file(cfg, model_path, _source(cfg, method, model_path))
+    out_dir = Path(out_dir)
+    t0, seconds = time.time(), {}
     # a trained model's folder says whether its stage computed it; an external file has no stage
     reason = None if external else artifacts.read_status(Path(model_path).parent)
     key = record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
@@ -81,9 +89,10 @@ def run(
         if record.get("extra", {}).get("key") == to_jsonable(key):
             write_flat_metrics(out_dir, group, record["metrics"])  # DVC removed it before the rerun
             return record["metrics"]  # the same model, settings, data and code: nothing to redo
+    artifacts.check_writable(out_dir)  # before the work, not after it
     metrics = None
     if reason is None:
-        model = model_io.load_model(cfg, model_path)
+        model = model_io.load_model(cfg, model_path, source=_source(cfg, method, model_path) if external else None)
         check_finite_outputs(model, cfg, model_path)
         try:
             metrics = compute(model, seconds)
@@ -91,6 +100,8 @@ def run(
             reason = missing(err)
     if metrics is None:
         metrics = not_computed(group, cfg, reason)
+    if not computed(group, metrics):
+        keep_computed(group, previous, metrics)
     write_record(
         previous,
         metrics,
@@ -106,16 +117,39 @@ def run(
     return metrics
 
 
+def computed(group: str, metrics: dict) -> bool:
+    """Whether the group's main number (`PRIMARY`) was computed (for OOD: any set's)."""
+    value = metrics.get(PRIMARY[group])
+    values = value.values() if isinstance(value, dict) else [value]
+    return any(v is not None and not isinstance(v, NotComputed) for v in values)
+
+
+def keep_computed(group: str, previous: Path, metrics: dict) -> None:
+    """StageRefused when a "not computed" record would overwrite a computed one at `previous`
+    (e.g. the data folder is briefly missing): the stage fails and the numbers stay; a record
+    that was never computed is written as before, so the report keeps its cells."""
+    if previous.is_file() and computed(group, read_record(previous)["metrics"]):
+        reason = metrics[PRIMARY[group]]
+        reason = next(iter(reason.values())) if isinstance(reason, dict) else reason
+        raise artifacts.StageRefused(
+            f"{getattr(reason, 'reason', reason)}; {previous} keeps its numbers of an earlier run: restore what "
+            "is missing and rerun (or delete the record to record it as not computed)"
+        )
+
+
 def record_key(group: str, cfg: Config, method: str, model_path: str | Path) -> dict:
-    """What an evaluation's numbers depend on: settings, checkpoint bytes, data files, code."""
+    """What an evaluation's numbers depend on: the evaluated checkpoint's bytes, the settings
+    evaluation reads (`EVALUATION_SECTIONS`; not the training keys: a changed stage2.images that
+    leaves the checkpoint byte-identical reuses the record), data files and evaluation code."""
     names = list(dict.fromkeys([cfg.data.dataset, cfg.data.ood, *cfg.evaluate.ood_sets]))
+    settings = to_dict(cfg)
     return {
         "group": group,
         "method": method,
-        "config": to_dict(cfg),
+        "config": {k: settings[k] for k in ("profile", *EVALUATION_SECTIONS)},
         "checkpoint_sha256": sha256_file(model_path),
         "data": fingerprint(names, cfg.data_root)["sha256"],
-        "code": code_hash(NOT_EVALUATION_CODE),
+        "code": evaluation_code_hash(),
     }
 
 
@@ -193,6 +227,12 @@ def _leaves(tree: Any) -> Iterator[Any]:
         yield tree
 
 
+def evaluation_code_hash() -> str:
+    """The hash of the code an evaluation runs (`runs.evaluation_code_exclusions`): an edit of
+    train.py or of a log line in data/download.py does not recompute evaluation records."""
+    return runs.code_hash(runs.evaluation_code_exclusions())
+
+
 @contextmanager
 def timed(seconds: dict, key: str) -> Iterator[None]:
     """Add the seconds spent inside the block to seconds[key]."""
@@ -246,6 +286,14 @@ def _model_choice(cfg: Config, method: str, model_path: str | Path) -> str:
     """Which file was evaluated and why (the pipeline's selected model, or a user's file)."""
     selected, why = model_io.selected_model(cfg, method)
     return why if Path(model_path) == selected else f"{model_path}: given by the caller"
+
+
+def _source(cfg: Config, method: str, model_path: str | Path) -> str:
+    """Where an external file's name came from, for one-line errors about it."""
+    from_params = (
+        getattr(cfg.evaluate.checkpoints, method) and Path(model_path) == model_io.selected_model(cfg, method)[0]
+    )
+    return f"evaluate.checkpoints.{method}" if from_params else "a file given by the caller"
 
 
 def _is_external(cfg: Config, method: str, model_path: str | Path) -> bool:
