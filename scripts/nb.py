@@ -95,7 +95,8 @@ def main(argv: list[str]) -> None:
             shutdown_kernel="immediate",  # every cell has finished and its outputs are in: no graceful wait
         )  # fmt: skip
     except PapermillExecutionError as err:
-        publish(out)  # the failed notebook too, without machine paths
+        if Path(f"{out}.ipynb").exists():
+            publish(out)  # the failed notebook too, without machine paths
         if err.ename in USER_ERRORS:  # the executed notebook keeps the traceback
             sys.exit(f"{out}.ipynb: {err.evalue}")
         raise

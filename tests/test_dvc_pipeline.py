@@ -83,7 +83,8 @@ def test_an_edit_changes_the_hashes_of_the_kinds_that_run_it(package, tmp_path):
     steps = [
         ("reports/tables.py", {"report"}),
         ("evaluation/classification.py", {"evaluation", "report"}),
-        ("train.py", {"training", "evaluation", "report"}),
+        ("train.py", {"training", "report"}),  # evaluation does not import the training loop
+        ("sampling.py", {"training", "evaluation", "report"}),
     ]
     for module, kinds in steps:
         before = code_hashes.hashes()
@@ -173,7 +174,7 @@ def test_an_evaluation_writes_its_flat_metrics_also_when_it_reuses_its_record(tm
     folder = tmp_path / "model"
     artifacts.write_status(folder, None)
     (folder / "final.pt").write_bytes(b"weights")
-    monkeypatch.setattr(model_io, "load_model", lambda cfg, path: "a model")
+    monkeypatch.setattr(model_io, "load_model", lambda cfg, path, source=None: "a model")
     monkeypatch.setattr(runner, "check_finite_outputs", lambda *a: None)
     monkeypatch.setattr(runner, "_data_provenance", lambda cfg: {})
     calls = []
