@@ -26,7 +26,7 @@ def root(cfg: Config) -> Path:
 
 def roots(cfg: Config) -> list[Path]:
     """The data folders searched in order: `data_root` alone when set, else $DUALAT_DATA (if set)
-    then data/raw/, where downloads go (`dualat.data.data_roots`, README "Data")."""
+    then data/raw/, where downloads go (`dualat.data.data_roots`, docs/data.md)."""
     return data_roots(cfg.data_root)
 
 
@@ -137,5 +137,5 @@ def missing_data(cfg: Config) -> NotComputed | None:
     try:
         train_set(cfg), test_set(cfg), ood_set(cfg)
     except DataMissingError as e:
-        return NotComputed(" ".join(str(e).split()) + " (README: Data)")
+        return NotComputed(" ".join(str(e).split()) + " (docs/data.md)")
     return None

@@ -39,7 +39,7 @@ OUT_DIR = Path("data/prepared")  # data/prepared/<dataset>/preflight.json
 REPORT = "reports/index.html"
 
 # Disk the stages of one dataset write (models/, results/, data/prepared/), in GB. paper: the disk
-# column of README "Running the paper profile on GPUs" (stage 1: last.pt 0.56 + best.pt and
+# column of docs/paper_profile.md (stage 1: last.pt 0.56 + best.pt and
 # final.pt 0.37 each; RATIO as stage 1; stage 2 1.7; evaluations < 0.1 per method; prepare < 0.05;
 # Figure 2's ablation, CIFAR-10 only: 4 stage-2 runs of 1.7). quick and proxy (ours, upper bounds):
 # WRN-10-1 and WRN-16-4 checkpoints are 1-35 MB, the evaluation records and samples small.

@@ -1,6 +1,6 @@
 """When a stage may reuse earlier work, and what happens to work it may not reuse.
 
-The rule (README, "Resume"):
+The rule (docs/resume.md):
 
 * A training run is identified by its *resume key*: the params keys that determine its trajectory
   (`RESUME_KEYS`, the same keys its DVC stage lists in `dvc.yaml`, minus `NOT_TRAJECTORY`), a

@@ -11,7 +11,7 @@
 # PYTHON picks the interpreter (default python). PROXY_BUDGET_S (default 540) is the wall-clock the chain may use; stage 2 is cut to fit it.
 # PROXY_STAGE1_SHARE (e.g. 0.45) also lowers stage 1's epochs so that stage 1 + RATIO use at most that share (timed probe).
 # PROXY_PARALLEL_RATIO=1 trains RATIO in a second process beside stage 1 and stage 2 (docs/gpu_session.md).
-# Afterwards, on the CPU: python -m dualat.proxy ingest OUT_DIR   (README "Proxy profile").
+# Afterwards, on the CPU: python -m dualat.proxy ingest OUT_DIR   (docs/proxy.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:?usage: scripts/gpu_proxy.sh DATA_DIR OUT_DIR [KEY=VALUE ...]}"

@@ -1,6 +1,6 @@
 """Faults a user meets: kills, changed settings, NaN stops, bad params, foreign checkpoints.
 
-Each test names the point of the "trustworthy runs" issue it covers (README: Resume, Data).
+Each test names the point of the "trustworthy runs" issue it covers (docs/resume.md, docs/data.md).
 Tiny WRN-10-1 runs on random tensors; a few seconds each.
 """
 

@@ -107,7 +107,7 @@ def fake(tmp_path, monkeypatch):
         (res / "cifar10" / m / "accuracy" / "reliability.png").write_bytes(b"png")
     for seed, m in enumerate(("ratio", "dualat")):
         _ood(res, m, seed)
-    reason = f"cifar100: data not found (tried {tmp_path}/data/cifar100_test_00.npz, /work/data/b; see README, Data)"
+    reason = f"cifar100: data not found (tried {tmp_path}/data/cifar100_test_00.npz, /work/data/b; see docs/data.md)"
     extra = {"model_source": "trained here (best_fid.pt: best FID during training)", "model_file": "best_fid.pt: x"}
     not_computed = {"clean_acc": f"not computed: {reason}", "autoattack": f"not computed: {reason}"}
     _write(res / "cifar100" / "dualat" / "accuracy" / "accuracy.json", not_computed, extra)
@@ -567,7 +567,7 @@ def test_figures_carry_their_profile_and_title_empty_panels(fake):
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2)
-    long_reason = "cifar100: data not found (tried /data/x.npz; see README, Data)"
+    long_reason = "cifar100: data not found (tried /data/x.npz; see docs/data.md)"
     reports.plotting.not_computed_axes(ax, NotComputed(long_reason), "CIFAR-100")
     assert ax.get_title() == "CIFAR-100: not computed: cifar100 data missing" and not ax.texts
     one = [{"step": 5, "images": 640, "robust_acc": 0.25}]

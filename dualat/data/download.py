@@ -1,4 +1,4 @@
-"""Downloads of the datasets that have a public source, into data/raw/ (README "Data").
+"""Downloads of the datasets that have a public source, into data/raw/ (docs/data.md).
 
 CIFAR-10, CIFAR-100 and SVHN come from the URLs and MD5 digests of their torchvision dataset
 classes, Tiny-ImageNet-200 (the 32x32 p_ood stand-in; torchvision has no class for it) from

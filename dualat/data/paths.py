@@ -27,7 +27,7 @@ def data_roots(root: Roots = None) -> list[Path]:
 
     A given `root` (non-empty) is searched alone; a sequence of folders in its order. With none
     given: $DUALAT_DATA (a read-only copy such as the project's offline shards) if set, then
-    data/raw/, the folder downloads fill (README "Data").
+    data/raw/, the folder downloads fill (docs/data.md).
     """
     if isinstance(root, (str, os.PathLike)) or root is None:
         if root is not None and str(root) != "":

@@ -272,7 +272,7 @@ def missing(err: Exception) -> NotComputed:
     """NotComputed for a DataMissingError: the dataset and the paths tried."""
     tried = getattr(err, "tried", None)
     if tried:
-        return NotComputed(f"{err.dataset}: data not found (tried {', '.join(tried)}; see README, Data)")
+        return NotComputed(f"{err.dataset}: data not found (tried {', '.join(tried)}; see docs/data.md)")
     return NotComputed(str(err).splitlines()[0])
 
 
@@ -314,7 +314,7 @@ def _model_source(cfg: Config, method: str, model_path: str | Path, external: bo
 
 
 def _data_provenance(cfg: Config) -> dict:
-    """Where each data set of the evaluation comes from and whether losslessly (README, Data)."""
+    """Where each data set of the evaluation comes from and whether losslessly (docs/data.md)."""
     base, settings = datasets.roots(cfg), cfg.evaluate
     sets = {name: describe(name, OOD_SPLITS[name], base, seed=settings.seed) for name in settings.ood_sets}
     return datasets.data_provenance(cfg) | {"ood_sets": sets}

@@ -286,7 +286,7 @@ def classwise_fid(
 IS_UNAVAILABLE = (
     "Inception Score needs the full Inception-v3 weights with the 1008-way head; "
     f"none are available offline: set sample.is_weights to the path of {PYTORCH_FID_FILE} (pytorch-fid's "
-    "release; README: FID, KID and the Inception Score)"
+    "release; docs/fid.md)"
 )
 
 

@@ -108,7 +108,7 @@ def reason_note(reason: str) -> str:
     sentence; the full reason stays in the record."""
     code, text = short_reason(reason), reason.strip()
     if "data not found" in text:
-        sentence = "its files were not found under the data root of this machine (see README, Data)"
+        sentence = "its files were not found under the data root of this machine (see docs/data.md)"
     elif text.endswith("was not produced"):
         sentence = f"{text}: its stage has not run"
     elif code == "not in this record":
