@@ -263,6 +263,20 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """How the training and evaluation stages run: one process, or torchrun's processes on every
+    GPU (docs/gpus.md). Not part of a run's identity: batch sizes are global, split evenly."""
+
+    # processes per node (torchrun's --nproc-per-node): "auto" = one per visible GPU, 1 without
+    # CUDA; an integer N > 1 without CUDA runs N CPU processes (gloo), as the tests do
+    nproc_per_node: int | str = field(
+        metadata=_check(lambda v: v == "auto" or (isinstance(v, int) and v >= 1), "must be auto or an integer >= 1")
+    )
+    nnodes: int = field(metadata=positive())  # machines; > 1 needs rdzv_endpoint
+    rdzv_endpoint: str  # host:port of the rendezvous on the first node ("" = this machine only)
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str
     data_root: str
@@ -273,6 +287,7 @@ class Config:
     stage2: Stage2Config
     sample: SampleConfig
     evaluate: EvaluateConfig
+    compute: ComputeConfig
 
 
 SECTIONS: dict[str, type] = {
@@ -292,8 +307,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a list, got {value!r}")
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported annotation for {key}: {tp}")
+    if origin in (typing.Union, types.UnionType):  # the first alternative that takes the value
+        errors = []
+        for alternative in typing.get_args(tp):
+            try:
+                return _coerce(value, alternative, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(" or ".join(errors))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -471,11 +492,53 @@ def check(cfg: Config, dataset: str) -> None:
         )
     if model.arch == "resnet50" and model.depth != 50:
         raise ConfigError(f"{where}.model.depth must be 50 for arch resnet50, got {model.depth}")
+    if cfg.compute.nnodes > 1 and not cfg.compute.rdzv_endpoint:
+        raise ConfigError(
+            f"{where}.compute.rdzv_endpoint must be host:port of the first node when compute.nnodes is "
+            f"{cfg.compute.nnodes} (torchrun's --rdzv-endpoint)"
+        )
+    if cfg.compute.nproc_per_node != "auto":  # "auto" is checked at launch, where the GPUs are known
+        check_world(cfg, dataset, world_size(cfg.compute))
     late = [m for m in cfg.stage1.optim.milestones if m >= cfg.stage1.epochs]
     if late:
         raise ConfigError(
             f"{where}.stage1.optim.milestones must be epochs below stage1.epochs ({cfg.stage1.epochs}), got {late[0]}"
         )
+
+
+def world_size(compute: ComputeConfig, gpus: int | None = None) -> int:
+    """Processes over all nodes: nproc_per_node x nnodes, "auto" being `gpus` (default: the visible
+    CUDA devices) or 1 without any."""
+    per_node = compute.nproc_per_node
+    if per_node == "auto":
+        if gpus is None:
+            import torch  # lazy: loading a config needs no torch unless "auto" must be resolved
+
+            gpus = torch.cuda.device_count()
+        per_node = max(gpus, 1)
+    return per_node * compute.nnodes
+
+
+def check_world(cfg: Config, dataset: str, world: int) -> None:
+    """Stop when a global batch of `cfg` cannot be split evenly over `world` processes."""
+    for key in ("stage1.batch_size", "stage2.batch_size"):
+        section, name = key.split(".")
+        batch = getattr(getattr(cfg, section), name)
+        if batch % world:
+            raise ConfigError(
+                f"{cfg.profile}.{dataset}.{key} is {batch}, the global batch, and must split evenly over the "
+                f"{world} processes of compute (nproc_per_node {cfg.compute.nproc_per_node} x nnodes "
+                f"{cfg.compute.nnodes}): use a multiple of {world} or fewer processes"
+            )
+
+
+def from_dict(raw: dict) -> Config:
+    """The `Config` of `to_dict(cfg)` (a checkpoint's or a launched process's settings); a dict
+    written before `compute` existed runs in one process."""
+    raw = copy.deepcopy(raw)
+    raw.setdefault("compute", {"nproc_per_node": 1, "nnodes": 1, "rdzv_endpoint": ""})
+    sections = {name: build(cls, raw[name], name) for name, cls in SECTIONS.items()}
+    return Config(profile=raw["profile"], data_root=raw["data_root"], **sections)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,13 +1,10 @@
-"""Data-parallel training with `torchrun`: one process per GPU, gradients averaged by
-DistributedDataParallel (DDP).
+"""Inside the processes torchrun starts (`dualat.launch`): one process per GPU, gradients
+averaged by DistributedDataParallel (DDP), evaluation work split by index ranges.
 
-    torchrun --nproc_per_node=4 scripts/train_ddp.py --dataset cifar10 --method standard_at
-
-Batch sizes in params.yaml are PER PROCESS: with N processes one optimizer step sees N x
-batch_size images (the learning rate is not rescaled). Each process streams its own shard of
-every training set (`shard`); all processes use the same seeds, so their streams step in
-lockstep and have identical state_dicts, and one last.pt resumes every rank (with the same
-number of processes: a stream refuses a state saved for another shard size).
+Batch sizes in params.yaml are GLOBAL: every process draws the same global batch from one
+seeded order (`dualat.data.BatchStream`) and takes its slice `part()`, so the images of a step
+do not depend on the number of processes, and one last.pt resumes with any number of them
+(docs/gpus.md). Evaluation loops take their batches' `spans` and merge with `gather`.
 
 Without torchrun (no RANK / WORLD_SIZE in the environment) nothing here is initialised and every
 helper is the identity: world size 1, rank 0, the main process.
@@ -16,11 +13,12 @@ helper is the identity: world size 1, rank 0, the main process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, Subset
 
 
 def init_from_env() -> tuple[int, int]:
@@ -108,8 +106,46 @@ def wrap(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, forward_sync_buffers=False)
 
 
-def shard(dataset: Dataset, rank: int, world: int) -> Subset:
-    """Items rank, rank + world, ... of `dataset`, len(dataset) // world of them on every rank
-    (the last len(dataset) % world items are left out), so all ranks' streams have the same length."""
-    n = len(dataset) // world * world
-    return Subset(dataset, list(range(rank, n, world)))
+def part() -> tuple[int, int]:
+    """(rank, world size): which slice of each global batch this process takes."""
+    return rank(), world_size()
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """The tensors `t` of all ranks (equal shapes) concatenated along dim 0 in rank order, i.e.
+    the global batch's values when each rank holds its slice; `t` itself without DDP."""
+    if world_size() == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    dist.all_gather(parts, t.detach().contiguous())
+    return torch.cat(parts)
+
+
+def spans(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """This rank's batches (start, stop) of items 0..n-1: the batches of one process (batch_size
+    each, the last one shorter) cut into world_size contiguous runs, so every batch holds the same
+    items as in one process and the ranks' results concatenated in rank order are in item order."""
+    starts = list(range(0, n, batch_size))
+    world, r = world_size(), rank()
+    lo, hi = len(starts) * r // world, len(starts) * (r + 1) // world
+    return [(s, min(s + batch_size, n)) for s in starts[lo:hi]]
+
+
+def main_first(fn: Callable[[], Any]) -> Any:
+    """fn() on rank 0, then on the other ranks: rank 0 fills a cache (e.g. the FID reference
+    statistics) that the others then read instead of writing it at the same time."""
+    if is_main():
+        out = fn()
+        barrier()
+        return out
+    barrier()
+    return fn()
+
+
+def gather(obj: Any) -> list[Any]:
+    """`obj` of every rank (any picklable value), in rank order, on every rank; [obj] without DDP."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out

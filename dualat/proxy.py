@@ -309,8 +309,7 @@ def run_config(run_dir: str | Path, overrides: list[str] = (), data: str | None 
     raw = copy.deepcopy(json.loads((Path(run_dir) / "run.json").read_text())["config"])
     for dotted, value in _overrides(list(overrides)).items():
         config._set_dotted(raw, dotted, value)
-    sections = {name: config.build(cls, raw[name], name) for name, cls in config.SECTIONS.items()}
-    return Config(profile=raw["profile"], data_root=data if data is not None else raw["data_root"], **sections)
+    return dataclasses.replace(config.from_dict(raw), data_root=data if data is not None else raw["data_root"])
 
 
 def main(argv: list[str] | None = None) -> None:

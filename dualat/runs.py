@@ -55,6 +55,9 @@ RESUME_KEYS: dict[str, tuple[str, ...]] = {
 RESUME_KEYS["ablation"] = RESUME_KEYS["dualat"]
 # Keys a stage's DVC params may list that cannot change a trajectory: a rerun resumes.
 NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, index), not per worker
+# Params sections a stage lists that say how it runs, not what it computes: the number of
+# processes (docs/gpus.md). Never part of a resume key or an evaluation record's key.
+LAUNCH_KEYS = ("compute",)
 # What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
 # Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in

@@ -3,8 +3,9 @@ and caches the FID reference; `train` runs stage 1 (standard AT, RATIO) or stage
 Algorithm 1) into a model folder. Each writes a status file (`artifacts.write_status`) that says
 `not computed: <reason>` to the stages after it when a data source is missing.
 
-Under torchrun (after `distributed.init_from_env()`) every process trains on its shard of the
-training and OOD sets with the same seeds; batch sizes are per process.
+With `compute` asking for several processes, `train` launches torchrun itself (`dualat.launch`)
+and each process trains on its slice of every global batch (`distributed.part`); the folder holds
+the same files as after one process (docs/gpus.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dualat import artifacts, datasets, distributed, fid_reference, model_io, runs
+from dualat import artifacts, datasets, distributed, fid_reference, launch, model_io, runs
 from dualat.config import Config, to_dict
 from dualat.data import BatchStream, classification_transform, derive_seed, generative_transform, stage2_streams
 from dualat.records import sha256_file
@@ -58,10 +59,14 @@ def train(
 ) -> dict:
     """Train `method` (standard_at | ratio | dualat) into out_dir and return its status; dualat
     starts from the stage-1 checkpoint `init` and, with the FID reference `ref_path`, selects
-    best_fid.pt by FID. `stop_after` ends training after that many steps (tests, the proxy)."""
+    best_fid.pt by FID. `stop_after` ends training after that many steps (tests, the proxy).
+    With `compute` asking for more than one process this call runs torchrun and returns rank 0's status."""
     out_dir = Path(out_dir)
     if method not in model_io.METHOD_STAGE:
         raise ValueError(f"method must be one of {', '.join(model_io.METHOD_STAGE)}, got {method!r}")
+    if launch.wanted(cfg):
+        paths = {"out_dir": str(out_dir), "init": _str(init), "ref_path": _str(ref_path)}
+        return launch.run("train", cfg, out_dir, method=method, progress=progress, stop_after=stop_after, **paths)
     reason = datasets.missing_data(cfg) or (artifacts.read_status(Path(init).parent) if init is not None else None)
     if reason is not None:
         artifacts.keep_computed(out_dir, reason)  # a finished run is kept when its data is briefly missing
@@ -101,10 +106,8 @@ def _train_stage1(cfg: Config, method: str, out_dir: Path, test_xy: tuple, loop:
     model = model_io.new_model(cfg)
     train = datasets.train_set(cfg, classification_transform(dataset))
     weights = getattr(train, "sample_weights", None) if cfg.data.rin_balance else None  # RIN class balance
-    train = _shard(train)
-    if weights is not None and distributed.world_size() > 1:
-        weights = weights[train.indices]
-    stream = BatchStream(train, stage1.batch_size, stage1.seed, workers=cfg.data.workers, weights=weights)
+    part = distributed.part()  # this process's slice of each global batch
+    stream = BatchStream(train, stage1.batch_size, stage1.seed, workers=cfg.data.workers, weights=weights, part=part)
     ood_stream = None
     if method == "ratio":
         augmentation = (
@@ -112,8 +115,10 @@ def _train_stage1(cfg: Config, method: str, out_dir: Path, test_xy: tuple, loop:
             if cfg.ratio.ood_augmentation == "classification"
             else generative_transform(dataset)
         )
-        ood = _shard(datasets.ood_set(cfg, augmentation))
-        ood_stream = BatchStream(ood, stage1.batch_size, derive_seed(stage1.seed, 1), workers=cfg.data.workers)
+        ood = datasets.ood_set(cfg, augmentation)
+        ood_stream = BatchStream(
+            ood, stage1.batch_size, derive_seed(stage1.seed, 1), workers=cfg.data.workers, part=part
+        )
     return train_stage1(
         model, stage1, stream, len(stream.sampler), test_xy, out_dir,
         ratio=cfg.ratio if method == "ratio" else None, ood_stream=ood_stream, **loop,
@@ -132,10 +137,10 @@ def _train_stage2(
     model = model_io.load_model(cfg, init, "ema" if stage2.init == "ema" else "plain").train()
     augmentation = stage2.sampler.augmentation
     streams = stage2_streams(
-        _shard(datasets.train_set(cfg, classification_transform(dataset))),
-        _shard(datasets.train_set(cfg, generative_transform(dataset, augmentation))),
-        _shard(datasets.ood_set(cfg, generative_transform(dataset, augmentation))),
-        stage2.batch_size, stage2.seed, cfg.data.workers,
+        datasets.train_set(cfg, classification_transform(dataset)),
+        datasets.train_set(cfg, generative_transform(dataset, augmentation)),
+        datasets.ood_set(cfg, generative_transform(dataset, augmentation)),
+        stage2.batch_size, stage2.seed, cfg.data.workers, part=distributed.part(),
     )  # fmt: skip
     use_fid = ref_path is not None and stage2.eval_fid_samples > 0
     fid_fn = fid_reference.sample_fid_fn(cfg, ref_path) if use_fid else None
@@ -144,7 +149,5 @@ def _train_stage2(
     )  # fmt: skip
 
 
-def _shard(dataset):
-    """This process's shard of a training or OOD set (the whole set without torchrun)."""
-    world = distributed.world_size()
-    return dataset if world == 1 else distributed.shard(dataset, distributed.rank(), world)
+def _str(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -6,8 +6,9 @@ and selection of checkpoints, resume, the NaN/inf stop. Loops return their histo
 A loop takes infinite batch streams (objects with `__next__`, `state_dict`, `load_state_dict`,
 see `dualat.data`), so resuming restores the exact batches an uninterrupted run would see.
 
-Under torchrun (`dualat.distributed`) the loss pass runs through DDP, every rank keeps identical
-weights, EMA, curriculum and history, and only rank 0 writes files.
+Under torchrun (`dualat.distributed`) each rank gets its slice of the global batch, the loss
+pass runs through DDP, every rank keeps identical weights, EMA, curriculum and history, and only
+rank 0 writes files (docs/gpus.md says which numbers depend on the number of ranks).
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def train_stage1(
     (resume) is also saved every `checkpoint_every` steps. `stop_after` ends the loop early
     (to simulate a kill in tests). Returns {"history", "best", "steps", "seconds"}.
 
-    Distributed: gradients are averaged by DDP; BN normalises with each rank's own batch.
+    Distributed: `train_stream` yields this rank's slice of each global batch; gradients are
+    averaged by DDP; BN normalises with each rank's slice (its running statistics are averaged).
     """
     device = next(model.parameters()).device
     total, eval_every = cfg.epochs * steps_per_epoch, cfg.eval_every_epochs * steps_per_epoch
@@ -231,8 +233,9 @@ def stage2_step(
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    pos = -joint_energy(logits_hat.detach(), y_hat)  # f(x_hat)[y_hat]
-    neg = -joint_energy(logits_T.detach(), y_hat)  # f(x_T)[y']
+    # f(x_hat)[y_hat] and f(x_T)[y'] of the whole global batch: the AUC (hence T) of one process
+    pos = distributed.all_gather_cat(-joint_energy(logits_hat.detach(), y_hat))
+    neg = distributed.all_gather_cat(-joint_energy(logits_T.detach(), y_hat))
     stats |= bce_stats | {"auc": pairwise_auc(pos, neg), "loss": loss.detach()}
     return loss, stats
 
@@ -281,8 +284,9 @@ def train_stage2(
     without EMA) gets PGD robust accuracy and, with `fid_fn(model, n)`, the FID of n samples:
     out_dir/history.json (Figures 2 and 4), best_fid.pt and best_acc.pt (selected), last.pt.
 
-    Distributed: `cfg.images` and `cfg.batch_size` count per rank; gradients are averaged by DDP;
-    the curriculum and the history get batch statistics averaged over ranks (T equal on all).
+    Distributed: `cfg.images` and `cfg.batch_size` are global (the streams yield this rank's
+    slice); gradients are averaged by DDP (BN is frozen: the mean gradient of the global batch);
+    the AUC is the global batch's and the other statistics are averaged over ranks (T equal on all).
     """
     device = next(model.parameters()).device
     freeze_bn(model)  # Sec. 3.5: BN in eval mode for good, with the statistics of stage 1

@@ -34,6 +34,7 @@ CHANGES = {
     "stage2": ("stage2.sampler.T_max", lambda v: v + 1),
     "sample": ("sample.steps.dualat", lambda v: v + 1),  # a flow mapping {standard_at: .., dualat: ..}
     "evaluate": ("evaluate.ece_bins", lambda v: v + 1),
+    "compute": ("compute.nproc_per_node", lambda v: 2 if v == "auto" else 2 * v),
 }
 
 

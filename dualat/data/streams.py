@@ -82,7 +82,9 @@ def epoch_order(
 
 class EpochBatches(Sampler):
     """Batch sampler yielding lists of (epoch, index) keys for SeededSamples: the batches of
-    epoch `epoch` from batch number `skip` on (EpochLoader advances `epoch`)."""
+    epoch `epoch` from batch number `skip` on (EpochLoader advances `epoch`). With
+    `part=(rank, world)` each batch of `batch_size` (the global batch) is cut into `world` equal
+    slices and slice `rank` is yielded: the global batches do not depend on `world`."""
 
     def __init__(
         self,
@@ -95,8 +97,11 @@ class EpochBatches(Sampler):
         weights: torch.Tensor | None = None,
         epoch: int = 0,
         skip: int = 0,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        if batch_size % part[1]:
+            raise ValueError(f"a global batch of {batch_size} does not split evenly over {part[1]} processes")
+        self.n, self.batch_size, self.seed, self.part = n, batch_size, seed, part
         self.shuffle, self.drop_last, self.weights = shuffle, drop_last, weights
         self.epoch, self.skip = epoch, skip
 
@@ -108,8 +113,11 @@ class EpochBatches(Sampler):
         """The batches of `epoch` from batch number `skip` on."""
         order = epoch_order(self.n, epoch, self.seed, shuffle=self.shuffle, weights=self.weights)
         order = order.tolist()
+        rank, world = self.part
         for b in range(skip, len(self)):
-            yield [(epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            share = len(batch) // world  # a short last batch (drop_last False) only with world 1
+            yield [(epoch, i) for i in batch[rank * share : (rank + 1) * share]]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         # No side effects here: DataLoader may call iter() on its sampler more than once.
@@ -186,6 +194,9 @@ class BatchStream:
 
     Batches are full (drop_last) and epochs follow each other; state_dict() is the position of
     the next batch, and load_state_dict() makes a fresh stream continue exactly from there.
+    With `part=(rank, world)` (`dualat.distributed.part`) B = batch_size / world: this process's
+    slice of the global batch of `batch_size`; positions count global batches, so a state resumes
+    with any `world`.
     """
 
     def __init__(
@@ -197,6 +208,7 @@ class BatchStream:
         shuffle: bool = True,
         workers: int = 0,
         weights: torch.Tensor | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         self.dataset, self.seed, self.workers = dataset, seed, workers
         self.sampler = EpochBatches(
@@ -206,6 +218,7 @@ class BatchStream:
             shuffle=shuffle,
             drop_last=True,
             weights=weights,
+            part=part,
         )
         if len(self.sampler) == 0:
             raise ValueError(f"dataset of {len(dataset)} items is smaller than a batch ({batch_size})")
@@ -291,15 +304,16 @@ def stage2_streams(
     seed: int,
     workers: int = 0,
     train_weights: torch.Tensor | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> Stage2Streams:
     """Stage-2 streams over the training set with the aggressive (`train_set_cls`) and the mild
     (`train_set_gen`) augmentation and over p_ood (`ood_set`, mild augmentation). Their seeds
     are derived from `seed` and differ, so the three never share order or augmentation.
     `train_weights` (N,) (e.g. restricted_imagenet(balance=True).sample_weights) reweights
-    the two training streams; `workers` is per stream."""
+    the two training streams; `workers` is per stream; `part` as for BatchStream (`batch_size` global)."""
     seeds = [derive_seed(seed, _STREAM, k) for k in range(3)]
     return Stage2Streams(
-        BatchStream(train_set_cls, batch_size, seeds[0], workers=workers, weights=train_weights),
-        BatchStream(train_set_gen, batch_size, seeds[1], workers=workers, weights=train_weights),
-        BatchStream(ood_set, batch_size, seeds[2], workers=workers),
+        BatchStream(train_set_cls, batch_size, seeds[0], workers=workers, weights=train_weights, part=part),
+        BatchStream(train_set_gen, batch_size, seeds[1], workers=workers, weights=train_weights, part=part),
+        BatchStream(ood_set, batch_size, seeds[2], workers=workers, part=part),
     )

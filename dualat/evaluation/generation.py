@@ -12,15 +12,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from dualat import datasets, fid_reference
+from dualat import datasets, distributed, fid_reference, launch
 from dualat.config import METHODS, Config, ConfigError, SampleConfig
 from dualat.data import test_transform
-from dualat.evaluation.runner import not_computed, run, save_grid, timed
+from dualat.evaluation.runner import merged, not_computed, run, save_grid, timed
 from dualat.fid_reference import Features
 from dualat.generate import balanced_labels, images_at, indices_sha256, report_indices, seed_split, selection_size
 from dualat.metrics import fid_to_reference, inception_score, kid
-from dualat.metrics.accuracy import batches
 from dualat.model_io import device
+from dualat.progress import bar
 from dualat.records import NotComputed
 from dualat.sampling import sample_conditional, sample_unconditional
 
@@ -49,7 +49,15 @@ def generation(
     `sample.is_weights`) is pytorch-fid's 1008-class Inception for IS (else IS is NotComputed).
     Writes out_dir/generation.json, seeds.png, samples_conditional.png, samples_unconditional.png
     and samples_conditional_T<T>.png for each T of the grid.
+
+    With `compute` asking for several processes (and the default `features`) this call runs
+    torchrun: each process samples its contiguous range of batches (`distributed.spans`); the
+    features are merged in item order before any FID, so the record equals one process's.
     """
+    if features is None and launch.wanted(cfg):
+        paths = {"model_path": str(model_path), "ref_stats_path": str(ref_stats_path), "out_dir": str(out_dir)}
+        is_path = None if is_weights is None else str(is_weights)
+        return launch.run("generation", cfg, out_dir, method=method, is_weights=is_path, progress=progress, **paths)
     is_weights = is_weights if is_weights is not None else (cfg.sample.is_weights or None)
     weights = fid_reference.fid_weights(cfg) if features is None else {"path": "caller's features", "sha256": None}
     compute = partial(
@@ -75,8 +83,8 @@ def generation_metrics(
     selection, pool = seed_split(len(source), selection_size(cfg), sample.selection_seed)
     check_seed_pool(cfg, len(source), len(pool))
     features = features or fid_reference.inception(cfg)
-    with timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists
-        fid_reference.reference_stats(cfg, ref_stats_path, features)
+    with timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists (rank 0 first)
+        distributed.main_first(lambda: fid_reference.reference_stats(cfg, ref_stats_path, features))
         ref_feats = fid_reference.reference_features(cfg, ref_stats_path, features)
     per_seed, first, hashes = [], None, []
     for seed in sample.seeds:
@@ -204,14 +212,16 @@ def _sample_report(
     (labels i mod K, Eq. 14) and unconditional (Eq. 8) samples after T steps; the first N_SHOW of
     each for the figures; with `keep_all` all conditional samples as uint8 (for IS).
 
-    Seeds are read and sampled one batch at a time, so only features stay in memory.
+    Seeds are read and sampled one batch at a time, so only features stay in memory. Each process
+    samples its batches (`distributed.spans`, the batches of one process) and the results are
+    merged in item order: the sampler is deterministic, so the merge equals one process's result.
     """
     sample, dev = cfg.sample, device()
     out: dict[str, Any] = {"seeds": [], "conditional": [], "unconditional": []}
     shown: dict[str, list] = {"seeds": [], "conditional": [], "unconditional": [], "labels": []}
     kept = []
     labels = balanced_labels(len(indices), cfg.data.num_classes)  # seed i -> label i mod K
-    for start, stop in batches(len(indices), sample.batch_size, progress, "sampling"):
+    for start, stop in bar(distributed.spans(len(indices), sample.batch_size), desc="sampling", enabled=progress):
         x0, y = images_at(source, indices[start:stop]).to(dev), labels[start:stop].to(dev)  # (B, C, H, W), (B,)
         x_c = sample_conditional(model, x0, y, T, sample.step_size).cpu()  # Eq. 14
         x_u = sample_unconditional(model, x0, T, sample.step_size).cpu()  # Eq. 8
@@ -223,9 +233,9 @@ def _sample_report(
             shown["labels"].append(y[: N_SHOW - start].cpu())
         if keep_all:
             kept.append((x_c * 255).round().to(torch.uint8))
-    result = {key: np.concatenate(v) for key, v in out.items()}
-    result["shown"] = {key: torch.cat(v) for key, v in shown.items()}
-    result["all_conditional"] = torch.cat(kept) if keep_all else None
+    result = {key: merged(v, np.concatenate) for key, v in out.items()}
+    result["shown"] = {key: merged(v, torch.cat) for key, v in shown.items()}
+    result["all_conditional"] = merged(kept, torch.cat) if keep_all else None
     return result
 
 
@@ -240,7 +250,8 @@ def _sample_grid(
     out: dict[int, list] = {t: [] for t in grid}
     shown: dict[int, list] = {t: [] for t in grid}
     labels = balanced_labels(len(indices), cfg.data.num_classes)
-    for start, stop in batches(len(indices) if grid else 0, sample.batch_size, progress, "grid"):
+    spans = distributed.spans(len(indices) if grid else 0, sample.batch_size)  # this process's batches
+    for start, stop in bar(spans, desc="grid", enabled=progress):
         x, y, done = images_at(source, indices[start:stop]).to(dev), labels[start:stop].to(dev), 0
         for t in grid:
             x = sample_conditional(model, x, y, t - done, sample.step_size)
@@ -249,8 +260,10 @@ def _sample_grid(
             if start < N_SHOW:
                 shown[t].append(x[: N_SHOW - start].cpu())
     order = torch.argsort(labels[:N_SHOW], stable=True)  # as many as are shown: min(N_SHOW, n)
-    images = {t: torch.cat(v)[order] for t, v in shown.items() if v}
-    return {t: np.concatenate(f) for t, f in out.items() if f}, images
+    features_at = {t: merged(f, np.concatenate) for t, f in out.items()}  # every T on every rank
+    images = {t: merged(v, torch.cat) for t, v in shown.items()}
+    features_at = {t: f for t, f in features_at.items() if f is not None}
+    return features_at, {t: v[order] for t, v in images.items() if v is not None}
 
 
 def _save_sample_grids(out: dict, out_dir: Path) -> None:

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from dualat import artifacts, datasets, model_io, runs
+from dualat import artifacts, datasets, distributed, model_io, runs
 from dualat.config import METHODS, Config, ConfigError, to_dict
 from dualat.data import DataMissingError, describe
 from dualat.data.fingerprint import fingerprint
 from dualat.evaluation.ood_sets import OOD_SPLITS
+from dualat.progress import bar
 from dualat.records import NotComputed, atomic_open, read_record, sha256_file, to_jsonable, write_record
 
 # The params sections an evaluation reads (besides `profile`); training keys are not among them.
@@ -102,18 +103,21 @@ def run(
         metrics = not_computed(group, cfg, reason)
     if not computed(group, metrics):
         keep_computed(group, previous, metrics)
-    write_record(
-        previous,
-        metrics,
-        config=to_dict(cfg),
-        checkpoint=model_path,
-        extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
-        | {"model_file": _model_choice(cfg, method, model_path)}
-        | {"model_source": _model_source(cfg, method, model_path, external)}
-        | {"data_provenance": _data_provenance(cfg)},
-        wall_seconds=time.time() - t0,
-    )
-    write_flat_metrics(out_dir, group, metrics)
+    if distributed.is_main():  # under torchrun the ranks hold the same merged metrics
+        write_record(
+            previous,
+            metrics,
+            config=to_dict(cfg),
+            checkpoint=model_path,
+            extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
+            | {"processes": distributed.world_size()}
+            | {"model_file": _model_choice(cfg, method, model_path)}
+            | {"model_source": _model_source(cfg, method, model_path, external)}
+            | {"data_provenance": _data_provenance(cfg)},
+            wall_seconds=time.time() - t0,
+        )
+        write_flat_metrics(out_dir, group, metrics)
+    distributed.barrier()
     return metrics
 
 
@@ -276,8 +280,27 @@ def missing(err: Exception) -> NotComputed:
     return NotComputed(str(err).splitlines()[0])
 
 
+def merged(pieces: list, cat: Callable[[list], Any]) -> Any:
+    """The `pieces` (arrays or tensors, in item order) of every process, in rank order, joined by
+    `cat` (np.concatenate or torch.cat): what one process would have made from its list when
+    each rank worked on its `distributed.spans`. None when no process has a piece."""
+    every = [piece for rank_pieces in distributed.gather(pieces) for piece in rank_pieces]
+    return cat(every) if every else None
+
+
+def over_batches(
+    fn: Callable[[int, int], torch.Tensor], n: int, batch_size: int, progress: bool = False, desc: str = ""
+) -> torch.Tensor:
+    """torch.cat of fn(start, stop) over the batches of range(n), as one process computes it;
+    under torchrun each process computes its `distributed.spans` and the results are merged."""
+    pieces = [fn(start, stop) for start, stop in bar(distributed.spans(n, batch_size), desc=desc, enabled=progress)]
+    return merged(pieces, torch.cat)
+
+
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
-    """A PNG of `images` (N, C, H, W) in [0, 1], `nrow` per row, on a white 2-pixel grid."""
+    """A PNG of `images` (N, C, H, W) in [0, 1], `nrow` per row, on a white 2-pixel grid (rank 0 writes)."""
+    if not distributed.is_main():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=nrow, padding=2, pad_value=1.0)
 
