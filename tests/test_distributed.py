@@ -22,14 +22,15 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from dualat import artifacts, checkpoint, config, distributed, launch, stages
+from dualat import artifacts, checkpoint, config, distributed, launch, model_io, stages
 from dualat.config import ComputeConfig, ConfigError
 from dualat.data import BatchStream
-from dualat.evaluation import generation
+from dualat.evaluation import classification, counterfactuals, generation, ood_detection
 from dualat.models import WideResNet
 from dualat.records import read_record
 from dualat.train import train_stage1
 from tests.test_data import write_shards
+from tests.test_evaluate import TinyNet
 from tests.test_train import STAGE1, _data, _model, _test_xy
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -42,7 +43,11 @@ TINY = {
     "stage2.sampler.auc_threshold": 0.0, "stage2.init": "plain",
     "sample.n_samples": 12, "sample.n_grid_samples": 4, "sample.steps_grid": [1, 2], "sample.steps.dualat": 2,
     "sample.fid_ref_n": 16, "sample.batch_size": 4, "sample.kid_subsets": 3, "sample.kid_subset_size": 4,
+    "evaluate.batch_size": 4, "evaluate.autoattack_n": 8, "evaluate.pgd.steps": 2, "evaluate.ood_sets": ["noise"],
+    "evaluate.ood_n": 8, "evaluate.ood_attack.steps": 2, "evaluate.cf_n": 12, "evaluate.cf_eps": [0.5, 2.0],
+    "evaluate.cf_steps": 2,
 }  # fmt: skip
+AUTOATTACK_CHUNK = 4  # images per AutoAttack chunk in these tests: 2 chunks, one per process
 
 
 def _cfg(root: Path, processes: int = 1, **overrides) -> config.Config:
@@ -188,6 +193,23 @@ def _pooled(x: torch.Tensor) -> np.ndarray:
     return F.adaptive_avg_pool2d(x, 4).flatten(1).double().numpy()
 
 
+def _evaluations(cfg: config.Config, tmp: Path, out: str) -> dict:
+    """The four evaluation groups of the TinyNet at tmp/tiny/final.pt into tmp/<out>/<group>."""
+    model_io.new_model = lambda cfg: TinyNet(cfg.data.num_classes)  # AutoAttack in seconds
+    classification.AUTOATTACK_CHUNK = AUTOATTACK_CHUNK
+    path, where = tmp / "tiny" / "final.pt", tmp / out
+    return {
+        "generation": generation.generation(
+            cfg, "dualat", path, tmp / "ref" / "stats.npz", where / "generation", features=_pooled, progress=False
+        ),
+        "accuracy": classification.accuracy(cfg, "dualat", path, where / "accuracy", progress=False),
+        "counterfactuals": counterfactuals.counterfactuals(
+            cfg, "dualat", path, where / "counterfactuals", features=_pooled, progress=False
+        ),
+        "ood": ood_detection.ood(cfg, "dualat", path, where / "ood", progress=False),
+    }
+
+
 def _worker(rank: int, port: int, tmp: Path) -> None:
     _join(rank, port)
     try:
@@ -202,11 +224,7 @@ def _worker(rank: int, port: int, tmp: Path) -> None:
             model(torch.rand(4, 3, 32, 32))
         distributed.wrap(model)
         out["wrapped"] = model.state_dict()
-        cfg = _cfg(tmp / "data", 2)
-        out["generation"] = generation.generation(
-            cfg, "dualat", tmp / "model" / "best.pt", tmp / "ref" / "stats.npz", tmp / "gen2", features=_pooled,
-            progress=False,
-        )  # fmt: skip
+        out |= _evaluations(_cfg(tmp / "data", 2), tmp, "eval2")
         torch.save(out, tmp / f"out{rank}.pt")
     finally:
         distributed.close()
@@ -216,7 +234,9 @@ def _worker(rank: int, port: int, tmp: Path) -> None:
 def spawned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     _fake_data(tmp / "data")
-    _init(tmp / "model")
+    torch.manual_seed(0)
+    checkpoint.save(tmp / "tiny" / "final.pt", {"model": TinyNet().state_dict()})
+    artifacts.write_status(tmp / "tiny", None)
     mp.spawn(_worker, args=(_free_port(), tmp), nprocs=WORLD, join=True)
     return tmp, [torch.load(tmp / f"out{r}.pt", weights_only=False) for r in range(WORLD)]
 
@@ -247,19 +267,33 @@ def _same(a, b, rel: float = 1e-12) -> bool:
     return a == b
 
 
-def test_generation_split_over_processes_equals_one_process(spawned):
-    """Sampling and features split by index ranges, merged in item order: the same record (FIDs
-    to the last bit; KID to the last bits, see `_same`), the same figures."""
+@pytest.fixture(scope="module")
+def one_process(spawned):
+    tmp, _ = spawned
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(model_io, "new_model", model_io.new_model)  # restored afterwards
+        mp_.setattr(classification, "AUTOATTACK_CHUNK", classification.AUTOATTACK_CHUNK)
+        return _evaluations(_cfg(tmp / "data", 1), tmp, "eval1")
+
+
+@pytest.mark.parametrize("group", ["generation", "accuracy", "counterfactuals", "ood"])
+def test_evaluation_split_over_processes_equals_one_process(spawned, one_process, group):
+    """Each group split by index ranges (AutoAttack by whole chunks), merged in item order: the
+    same metrics as one process, FIDs and accuracies to the last bit (KID: see `_same`)."""
     tmp, (r0, r1) = spawned
-    one = generation.generation(
-        _cfg(tmp / "data", 1), "dualat", tmp / "model" / "best.pt", tmp / "ref" / "stats.npz", tmp / "gen1",
-        features=_pooled, progress=False,
-    )  # fmt: skip
-    assert _same(r0["generation"], r1["generation"]) and _same(r0["generation"], one)
-    for key in ("fid_conditional", "fid_unconditional", "grid"):
-        assert r0["generation"][key] == one[key]
-    rec1, rec2 = read_record(tmp / "gen1" / "generation.json"), read_record(tmp / "gen2" / "generation.json")
-    assert _same(rec1["metrics"], rec2["metrics"]) and isinstance(one["fid_conditional"], float)
+    assert _same(r0[group], r1[group]) and _same(r0[group], one_process[group])
+    rec1, rec2 = (read_record(tmp / out / group / f"{group}.json") for out in ("eval1", "eval2"))
+    assert _same(rec1["metrics"], rec2["metrics"])
     assert rec2["extra"]["processes"] == 2 and rec1["extra"]["processes"] == 1
-    for png in ("seeds.png", "samples_conditional.png", "samples_conditional_T2.png"):
-        assert (tmp / "gen1" / png).read_bytes() == (tmp / "gen2" / png).read_bytes()
+    exact = {
+        "generation": ("fid_conditional", "fid_unconditional", "grid"),
+        "accuracy": ("clean_acc", "pgd_acc", "autoattack", "ece"),
+        "counterfactuals": ("fid", "confidence", "per_class_fid"),
+        "ood": ("sets",),
+    }[group]
+    for key in exact:
+        assert r0[group][key] == one_process[group][key], key
+    pngs = {"generation": "samples_conditional.png", "counterfactuals": "counterfactuals.png"}
+    pngs |= {"accuracy": "reliability.png"}
+    if group in pngs:
+        assert (tmp / "eval1" / group / pngs[group]).read_bytes() == (tmp / "eval2" / group / pngs[group]).read_bytes()

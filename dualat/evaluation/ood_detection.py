@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dualat import datasets
+from dualat import datasets, distributed, launch
 from dualat.attacks import pgd_logsumexp, pgd_uniform_ce
 from dualat.config import Config
 from dualat.data import DataMissingError
 from dualat.evaluation.ood_sets import ood_images
-from dualat.evaluation.runner import missing, run, timed
+from dualat.evaluation.runner import missing, over_batches, run, timed
 from dualat.metrics import auroc, predict_logits, score_max_prob, score_neg_energy
-from dualat.metrics.accuracy import batches
 from dualat.model_io import device
 from dualat.records import atomic_open
 
@@ -37,7 +36,12 @@ def ood(cfg: Config, method: str, model_path: str | Path, out_dir: str | Path, *
 
     Writes out_dir/ood.json and out_dir/scores.npz (every score: "id/<score>",
     "<set>/<score>/clean", "<set>/<score>/adversarial"; what `dualat.show.ood` plots).
+    With `compute` asking for several processes this call runs torchrun; the attacks are split
+    by index ranges and merged (docs/gpus.md).
     """
+    if launch.wanted(cfg):
+        paths = {"model_path": str(model_path), "out_dir": str(out_dir)}
+        return launch.run("ood", cfg, out_dir, method=method, progress=progress, **paths)
     compute = partial(ood_metrics, cfg=cfg, progress=progress, scores_path=Path(out_dir) / "scores.npz")
     return run("ood", cfg, method, model_path, out_dir, compute, reuse={})
 
@@ -73,7 +77,7 @@ def ood_metrics(
                     f"{name}/{key}/adversarial": s_adv.cpu().numpy(),
                 }
         sets[name] = cell
-    if scores_path is not None:
+    if scores_path is not None and distributed.is_main():
         with atomic_open(scores_path, "wb") as f:
             np.savez(f, **scores)
     return {"sets": sets, "n_id": len(x_id), "ood_n": settings.ood_n}
@@ -83,6 +87,7 @@ def _batched(
     fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int, progress: bool, desc: str = "attack"
 ):
     """fn over batches of x (N, ...) moved to the model's device; results concatenated on the CPU;
-    the progress lines read `desc` (the OOD set and the score the attack raises)."""
+    the progress lines read `desc` (the OOD set and the score the attack raises). Under torchrun
+    each process attacks its batches (the attacks start from x: deterministic) and they are merged."""
     dev = device()
-    return torch.cat([fn(x[a:b].to(dev)).cpu() for a, b in batches(len(x), batch_size, progress, desc)])
+    return over_batches(lambda a, b: fn(x[a:b].to(dev)).cpu(), len(x), batch_size, progress, desc)
