@@ -143,7 +143,8 @@ def _train_stage2(
         stage2.batch_size, stage2.seed, cfg.data.workers, part=distributed.part(),
     )  # fmt: skip
     use_fid = ref_path is not None and stage2.eval_fid_samples > 0
-    fid_fn = fid_reference.sample_fid_fn(cfg, ref_path) if use_fid else None
+    # the reference statistics are cached by rank 0 before the other processes read them
+    fid_fn = distributed.main_first(lambda: fid_reference.sample_fid_fn(cfg, ref_path)) if use_fid else None
     return train_stage2(
         model, stage2, streams.cls, streams.gen, streams.ood, test_xy, out_dir, fid_fn=fid_fn, **loop
     )  # fmt: skip

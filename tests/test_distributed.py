@@ -141,6 +141,27 @@ def test_torchrun_command_line():
     assert "--standalone" not in several
 
 
+def test_every_group_hands_torchrun_the_arguments_of_its_function(tmp_path, monkeypatch):
+    """What each entry point sends to `launch.run` binds to the function the processes call."""
+    import inspect
+    from importlib import import_module
+
+    sent = {}
+    monkeypatch.setattr(launch, "run", lambda job, cfg, where, **kw: sent.setdefault(job, (cfg, kw)))
+    cfg, model = _cfg(tmp_path, 2), tmp_path / "m" / "final.pt"
+    stages.train(cfg, "dualat", tmp_path / "out", init=model, ref_path=tmp_path / "ref.npz", stop_after=3)
+    classification.accuracy(cfg, "dualat", model, tmp_path / "acc")
+    generation.generation(cfg, "dualat", model, tmp_path / "ref.npz", tmp_path / "gen")
+    counterfactuals.counterfactuals(cfg, "dualat", model, tmp_path / "cf", real_features_cache=tmp_path / "f.npz")
+    ood_detection.ood(cfg, "dualat", model, tmp_path / "ood")
+    assert set(sent) == set(launch.JOBS)
+    for job, (got, kwargs) in sent.items():
+        module, name = launch.JOBS[job].split(":")
+        inspect.signature(getattr(import_module(module), name)).bind(got, **kwargs)
+        assert got is cfg and all(v is None or isinstance(v, (str, int, bool)) for v in kwargs.values()), job
+    assert sent["train"][1]["stop_after"] == 3 and sent["train"][1]["init"] == str(model)
+
+
 # --- a training stage launched as under DVC: 2 processes, then resumed in 1 -----------------------
 
 
@@ -159,6 +180,17 @@ def launched(tmp_path_factory):
         warnings.simplefilter("error")  # another number of processes must not set the run aside
         resumed = stages.train(_cfg(root, 1), "dualat", tmp / "two", init=init, progress=False)
     return tmp, one, two, resumed, printed.getvalue(), history_two
+
+
+def test_launched_ood_evaluation_equals_one_process(launched):
+    """An evaluation group started by its one call in two torchrun processes, as under DVC."""
+    tmp = launched[0]
+    model = tmp / "one" / "final.pt"
+    one = ood_detection.ood(_cfg(tmp / "data", 1), "dualat", model, tmp / "ood1", progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        two = ood_detection.ood(_cfg(tmp / "data", 2), "dualat", model, tmp / "ood2", progress=False)
+    assert one == two and set(one["sets"]) == {"noise"} and isinstance(one["sets"]["noise"]["max_prob"]["clean"], float)
+    assert read_record(tmp / "ood2" / "ood.json")["extra"]["processes"] == 2
 
 
 def test_launched_stage_prints_progress_and_leaves_one_process_files(launched):
