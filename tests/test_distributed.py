@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
 
@@ -139,6 +140,13 @@ def test_torchrun_command_line():
         several
     )
     assert "--standalone" not in several
+
+
+def test_a_failed_launch_raises_with_its_last_lines(capsys):
+    script = "import sys; print('step 1'); print('Traceback: boom', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(RuntimeError, match=r"(?s)torchrun failed \(exit 3\).*step 1.*Traceback: boom"):
+        launch._stream([sys.executable, "-c", script])
+    assert "step 1" in capsys.readouterr().out  # printed as it came
 
 
 def test_every_group_hands_torchrun_the_arguments_of_its_function(tmp_path, monkeypatch):
