@@ -66,7 +66,7 @@ def run(job: str, cfg: Config, where: str | Path, **kwargs: Any) -> Any:
         argv = torchrun_argv(cfg.compute, world // cfg.compute.nnodes, _run_id(job, where), job_path)
         if cfg.compute.nnodes > 1:
             print(f"on each of the other {cfg.compute.nnodes - 1} nodes, from the repository root, run:")
-            print("  " + shlex.join(argv[1:]).replace(sys.executable, "python"), flush=True)
+            print("  python " + shlex.join(argv[1:]), flush=True)
         _stream(argv)
         return read_record(folder / "result.json")  # NotComputed values come back as such
     finally:

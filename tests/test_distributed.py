@@ -142,6 +142,24 @@ def test_torchrun_command_line():
     assert "--standalone" not in several
 
 
+def test_run_on_several_nodes_prints_their_command_and_returns_rank_0s_result(tmp_path, monkeypatch, capsys):
+    cfg = _cfg(tmp_path, 2, **{"compute.nnodes": 2, "compute.rdzv_endpoint": "node0:29500"})
+    seen = {}
+
+    def fake_torchrun(argv):  # what rank 0 of `python -m dualat.launch JOB` leaves beside the job
+        job = Path(argv[-1])
+        seen["job"] = json.loads(job.read_text())
+        job.with_name("result.json").write_text(json.dumps({"computed": False, "reason": "not computed: x"}))
+
+    monkeypatch.setattr(launch, "_stream", fake_torchrun)
+    result = launch.run("train", cfg, tmp_path / "models" / "dualat", method="dualat")
+    assert result["reason"].reason == "x"  # NotComputed comes back as such
+    assert config.from_dict(seen["job"]["config"]) == cfg and seen["job"]["kwargs"] == {"method": "dualat"}
+    printed = capsys.readouterr().out
+    assert "other 1 nodes" in printed and "python -m torch.distributed.run --nproc-per-node=2 --nnodes=2" in printed
+    assert "--rdzv-endpoint=node0:29500" in printed and not list((tmp_path / "models").iterdir())
+
+
 def test_a_failed_launch_raises_with_its_last_lines(capsys):
     script = "import sys; print('step 1'); print('Traceback: boom', file=sys.stderr); sys.exit(3)"
     with pytest.raises(RuntimeError, match=r"(?s)torchrun failed \(exit 3\).*step 1.*Traceback: boom"):
