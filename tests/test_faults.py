@@ -360,8 +360,8 @@ def test_evaluation_record_of_the_same_key_is_reused(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("steps_grid: [5, 20]", "steps_grid: [-5, 0]", r"sample\.steps_grid must hold only values > 0"),
-        ("ood_sets: [cifar100, svhn, tinyimagenet32, noise]", "ood_sets: [cifar100, svhm]", r"evaluate\.ood_sets"),
+        ("steps_grid:\n      - 5\n      - 20\n", "steps_grid:\n      - -5\n      - 0\n", r"sample\.steps_grid must hold only values > 0"),
+        ("ood_sets:\n      - cifar100\n      - svhn\n      - tinyimagenet32\n      - noise\n", "ood_sets:\n      - cifar100\n      - svhm\n", r"evaluate\.ood_sets"),
         ("depth: 10", "depth: 12", r"quick\.cifar10\.model\.depth must be 6n\+4"),
         ("lr: 0.01              # quick", "lr: 1e-3  # quick", r"stage2\.optim\.lr is the string '1e-3'.*write 1\.0e-3"),
         ("num_classes: 10\n      image_size: 32\n      ood: tinyimagenet32", "num_classes: 100\n      image_size: 32\n      ood: tinyimagenet32", r"data\.num_classes is 100 but cifar10 has 10"),
