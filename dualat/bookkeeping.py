@@ -111,6 +111,8 @@ class Run:
     seconds: float = 0.0  # training time over every process that worked on this run
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # batch statistics since the last record
+    count: int = 0  # steps in `sums`
     _t0: float = field(default_factory=time.time)
     _loss_sum: torch.Tensor | None = None  # this process's losses, for the NaN/inf check
     _bar: Any = None
@@ -139,6 +141,18 @@ class Run:
         self.step += 1
         self._loss_sum += loss.detach()
         self._bar.update(1)
+
+    def accumulate(self, stats: dict[str, torch.Tensor]) -> None:
+        """Add one step's batch statistics to the sums since the last record (saved in last.pt,
+        so a resumed run logs the same means as an uninterrupted one)."""
+        self.sums = {k: self.sums.get(k, 0) + v.detach() for k, v in stats.items()}
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        """The mean of each accumulated statistic since the last record; the sums start again."""
+        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
 
     def evaluate(
         self,
@@ -222,6 +236,8 @@ class Run:
             "seconds": self.elapsed(),
             "history": self.history,
             "best": self.best,
+            "sums": self.sums,
+            "count": self.count,
             "key": self.key,
             "config": self.config,
             "git_rev": ckpt.git_revision(),
@@ -258,6 +274,9 @@ class Run:
         if self.curriculum:
             self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        device = next(self.model.parameters()).device
+        self.sums = {k: v.to(device) for k, v in state.get("sums", {}).items()}
+        self.count = state.get("count", 0)
         self.seconds, self._t0 = state["seconds"], time.time()
         torch.set_rng_state(state["rng"])
         if recovering:
