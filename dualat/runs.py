@@ -22,9 +22,13 @@ hash) equals the current one is returned instead of recomputed (`dualat.evaluati
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
+import os
 import shutil
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -195,10 +199,91 @@ def recoverable(old: dict, new: dict) -> bool:
     return bool(changed) and changed <= set(RECOVERY_KEYS)
 
 
+def run_files(out_dir: Path) -> list[Path]:
+    """The files of a training run in `out_dir` (checkpoints, history, NaN/inf note); status.json
+    alone is no run."""
+    names = ("*.pt", "history.json", "curves.json", "nonfinite.json")
+    return sorted(p for pattern in names for p in Path(out_dir).glob(pattern)) if Path(out_dir).is_dir() else []
+
+
+def superseded(out_dir: Path) -> Path:
+    """The folder that keeps the runs set aside from `out_dir`."""
+    return out_dir.parent / f"{out_dir.name}.superseded"
+
+
+def bring_back(out_dir: Path, ours: Callable[[Path], bool]) -> Path | None:
+    """A -> B -> A: move the newest run set aside from `out_dir` that `ours` accepts (a run of
+    the requested key) back into `out_dir`, which holds no run, and warn; None when there is none."""
+    root = superseded(out_dir)
+    for folder in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+        if not folder.is_dir() or not ours(folder):
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (folder / "why.txt").unlink(missing_ok=True)
+        for item in sorted(folder.iterdir()):
+            shutil.move(str(item), out_dir / item.name)
+        folder.rmdir()
+        warnings.warn(
+            f"{out_dir}: the run of these settings set aside at {folder} is brought back instead of trained again",
+            stacklevel=3,
+        )
+        return folder
+    return None
+
+
+class RunLocked(RuntimeError):
+    """Another process trains into the same folder."""
+
+
+_HELD: dict[Path, int] = {}  # lock file -> how many `locked` blocks of this process hold it
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The lock file of a run folder: beside it (`<folder>.lock`, next to `<folder>.superseded`),
+    so that it is no part of the folder DVC hashes and is not moved when the run is set aside."""
+    return out_dir.parent / f"{out_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(out_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive OS lock (flock) on `out_dir`'s lock file while training into it, or
+    raise RunLocked naming the folder and the holder's pid. The OS drops the lock when its
+    process ends, however it ends, so a killed run never blocks the next one. Nested blocks of
+    one process share the lock."""
+    path = lock_path(Path(out_dir).resolve())
+    if _HELD.get(path):
+        _HELD[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunLocked(
+                f"{out_dir} is being trained by another process (pid {holder}; lock {path}). Two trainings of one "
+                "folder would set each other's runs aside: wait for it to end, or stop it, then rerun."
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _HELD[path] = 1
+        try:
+            yield path
+        finally:
+            del _HELD[path]
+            f.truncate(0)  # an empty file when nobody trains; closing the file drops the lock
+
+
 def set_aside(out_dir: Path, diff: list[str]) -> Path:
     """Move every file of `out_dir` to `<out_dir>.superseded/<UTC time>/` (with why.txt) and warn."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = out_dir.parent / f"{out_dir.name}.superseded" / stamp
+    target = superseded(out_dir) / stamp
     target.mkdir(parents=True)
     for item in sorted(out_dir.iterdir()):
         shutil.move(str(item), target / item.name)

@@ -9,6 +9,7 @@ training and OOD sets with the same seeds; batch sizes are per process.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -58,10 +59,25 @@ def train(
 ) -> dict:
     """Train `method` (standard_at | ratio | dualat) into out_dir and return its status; dualat
     starts from the stage-1 checkpoint `init` and, with the FID reference `ref_path`, selects
-    best_fid.pt by FID. `stop_after` ends training after that many steps (tests, the proxy)."""
+    best_fid.pt by FID. `stop_after` ends training after that many steps (tests, the proxy).
+    A second process training into the same folder is refused (`runs.locked`)."""
     out_dir = Path(out_dir)
     if method not in model_io.METHOD_STAGE:
         raise ValueError(f"method must be one of {', '.join(model_io.METHOD_STAGE)}, got {method!r}")
+    with runs.locked(out_dir) if distributed.is_main() else contextlib.nullcontext():  # rank 0 holds it for all
+        return _train(cfg, method, out_dir, init, ref_path, progress, stop_after)
+
+
+def _train(
+    cfg: Config,
+    method: str,
+    out_dir: Path,
+    init: str | Path | None,
+    ref_path: str | Path | None,
+    progress: bool,
+    stop_after: int | None,
+) -> dict:
+    """`train`, with out_dir locked."""
     reason = datasets.missing_data(cfg) or (artifacts.read_status(Path(init).parent) if init is not None else None)
     if reason is not None:
         artifacts.keep_computed(out_dir, reason)  # a finished run is kept when its data is briefly missing

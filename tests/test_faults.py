@@ -115,18 +115,121 @@ def test_evaluation_code_is_outside_the_training_hash_only():
 
 def test_finished_run_is_not_rewritten_and_new_code_retrains(tmp_path):
     out = tmp_path / "run"
-    _stage1(out, key=_key())
+    _, first = _stage1(out, key=_key())
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     time.sleep(0.01)
     _, result = _stage1(out, key=_key())  # DVC reran the stage for a change that cannot affect it
     assert result["steps"] == 8
-    assert result["seconds"] == checkpoint.load(out / "last.pt")["seconds"]  # status.json stays identical
+    assert result["seconds"] == checkpoint.load(out / "last.pt")["seconds"]
+    assert result == first  # the first rerun too: status.json stays byte-identical
+    statuses = [artifacts.write_status(tmp_path / f"s{i}", None, **r) for i, r in enumerate((first, result))]
+    assert statuses[0] == statuses[1]
+    assert (tmp_path / "s0" / "status.json").read_bytes() == (tmp_path / "s1" / "status.json").read_bytes()
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
     new_code = _key() | {"code": "a different training step"}
     with pytest.warns(UserWarning, match="code"):
         _, result = _stage1(out, key=new_code)  # a code fix: the old weights are not re-emitted
     assert result["steps"] == 8 and len(result["history"]) == 2  # trained again from step 0
     assert checkpoint.load(out / "last.pt")["key"] == new_code
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _lr(value):
+    return dataclasses.replace(STAGE1, optim=dataclasses.replace(STAGE1.optim, lr=value))
+
+
+def test_finished_run_without_last_pt_is_superseded_not_overwritten(tmp_path):
+    """A finished run whose last.pt was deleted (to save disk) still records its key in final.pt
+    and best.pt: a rerun with another lr sets it aside whole; with the same key it is used as it is."""
+    out = tmp_path / "run"
+    _, first = _stage1(out, key=_key())
+    (out / "last.pt").unlink()
+    kept = _files(out)
+    _, again = _stage1(out, key=_key())  # the same settings: finished, nothing trained or written
+    assert again == first and _files(out) == kept
+    with pytest.warns(UserWarning, match=r"stage1\.optim\.lr: 0\.05 -> 0\.02"):
+        _, other = _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    (aside,) = (tmp_path / "run.superseded").iterdir()
+    assert {k: v for k, v in _files(aside).items() if k != "why.txt"} == kept  # best.pt, final.pt, history.json
+    assert other["history"] != first["history"] and checkpoint.load(out / "final.pt")["key"] == _key(_lr(0.02))
+
+
+def test_truncated_last_pt_of_a_finished_run_is_not_retrained(tmp_path):
+    out = tmp_path / "run"
+    _, first = _stage1(out, key=_key())
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    kept = _files(out)
+    with pytest.warns(UserWarning, match=r"last\.pt cannot be read .*final\.pt and selected checkpoints are complete"):
+        _, result = _stage1(out, key=_key())
+    assert result == first and _files(out) == kept
+    assert not (tmp_path / "run.superseded").exists()
+    (out / "best.pt").write_bytes(b"torn")  # a selected checkpoint torn too: not complete, so set aside
+    with pytest.warns(UserWarning, match="cannot be read"):
+        _, result = _stage1(out, key=_key())
+    (aside,) = (tmp_path / "run.superseded").iterdir()
+    assert _files(aside)["best.pt"] == b"torn" and result["history"] == first["history"]  # trained again
+
+
+def test_a_b_a_brings_the_first_run_back(tmp_path):
+    out = tmp_path / "run"
+    _, a = _stage1(out, key=_key())
+    files_a = _files(out)
+    with pytest.warns(UserWarning, match="other settings"):
+        _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    files_b = _files(out)
+    with pytest.warns(UserWarning) as caught:
+        _, again = _stage1(out, key=_key())
+    assert any("brought back" in str(w.message) for w in caught)
+    assert again == a and _files(out) == files_a  # A as it was, not retrained
+    (aside,) = (tmp_path / "run.superseded").iterdir()  # B, set aside; A's old place is gone
+    assert {k: v for k, v in _files(aside).items() if k != "why.txt"} == files_b
+
+
+def test_a_b_a_continues_an_unfinished_first_run(tmp_path):
+    full, _ = _stage1(tmp_path / "full", key=_key())
+    out = tmp_path / "run"
+    _stage1(out, key=_key(), checkpoint_every=1, stop_after=3)
+    with pytest.warns(UserWarning, match="other settings"):
+        _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    with pytest.warns(UserWarning, match="brought back"):
+        resumed, result = _stage1(out, key=_key())
+    assert result["steps"] == 8 and _same_weights(full, resumed)  # continued from step 3
+
+
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from dualat import runs
+    with runs.locked({out!r}):
+        print("locked", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_training_of_one_folder_is_refused(tmp_path):
+    from dualat import stages
+
+    out = tmp_path / "models" / "standard_at"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK.format(out=str(out))], stdout=subprocess.PIPE, text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunLocked, match=rf"{out}.*another process \(pid {holder.pid}"):
+            stages.train(_quick_cfg(), "standard_at", out)
+        assert not out.exists()  # nothing set aside, nothing written
+    finally:
+        holder.kill()  # a dead holder: the OS drops its lock
+        holder.wait()
+    with runs.locked(out), runs.locked(out):  # nested blocks of one process share it
+        pass
+    assert runs.lock_path(out.resolve()).read_text() == ""
 
 
 def test_dvc_params_agree_with_resume_keys():
