@@ -5,13 +5,23 @@ The rule (docs/resume.md):
 * A training run is identified by its *resume key*: the params keys that determine its trajectory
   (`RESUME_KEYS`, the same keys its DVC stage lists in `dvc.yaml`, minus `NOT_TRAJECTORY`), a
   fingerprint of the data files it reads, the sha256 of the checkpoint it starts from (stage 2),
-  and a hash of the code that computes a step (`code_hash`: every module of the package except
-  `NOT_TRAINING_CODE`, compared as syntax trees, so comments, docstrings and formatting do not count).
-  The exclusions name modules by their path in the package: "evaluate" is evaluate.py, "reports" the
-  package reports/ with every file under it.
-* `last.pt` with the same key is continued (a finished run is returned as it is, without writing).
-  With another key the whole folder is moved aside to `<folder>.superseded/<UTC time>/`, with a
-  warning naming each key that differs (old -> new), and training starts afresh.
+  and a hash of the code that can change a trajectory (`code_hash`, compared as syntax trees, so
+  comments, docstrings and formatting do not count). Its rule: every module of the package is
+  hashed unless `NOT_TRAINING_CODE` names it, and a module is named there only when nothing it
+  does reaches the numbers of a run: presentation, evaluation, progress and file bookkeeping,
+  data downloads, data fingerprints (the fingerprint itself is in the key), data locations and
+  params parsing (the values are in the key). So a new module is hashed until someone argues
+  it out; a log or error message edited in an excluded module retrains nothing. The exclusions
+  name modules by their path in the package: "evaluate" is evaluate.py, "reports" the package
+  reports/ with every file under it. `hashed_modules` lists what a hash covers.
+* `last.pt` with the same key is continued (a finished run is returned as it is, without writing);
+  without a readable last.pt, a finished run of the same key whose final.pt and selected
+  checkpoints are complete is returned as it is. Any other run in the folder (its key read from
+  last.pt, else final.pt or best*.pt) is moved aside whole to `<folder>.superseded/<UTC time>/`,
+  with a warning naming each key that differs (old -> new), never overwritten. A run of the
+  requested key set aside earlier is then brought back and continued (A -> B -> A); else
+  training starts afresh.
+* One process trains into a folder at a time: `locked` holds an OS lock on `<folder>.lock`.
 * After a NaN/inf stop (`nonfinite.json` in the folder) a run continues across a change of
   `RECOVERY_KEYS` only (a lower learning rate or sampler step): the advice of the error message.
 
@@ -61,16 +71,26 @@ RESUME_KEYS["ablation"] = RESUME_KEYS["dualat"]
 NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, index), not per worker
 # What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
-# Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
-# the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
-# "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage imports them.
+# Modules that cannot change a training trajectory (the rule of the module docstring), by their
+# path in the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
 NOT_TRAINING_CODE = (
+    "artifacts",  # stage folders and status files
+    "checkpoint",  # how a checkpoint is written and read, not what it holds
+    "code_hashes",  # writes the hashes of the code kinds for dvc.yaml
+    "config",  # params parsing and its messages: the values themselves are in the key
+    "data/download",  # fetching files; what was fetched is in the data fingerprint
+    "data/fingerprint",  # the fingerprint stage; the fingerprint is in the key
+    "data/paths",  # where data lives and its error messages; the files read are fingerprinted
     "evaluation",
     "explore",
+    "metrics/calibration",  # evaluation-only metrics (training evaluates with metrics/accuracy
+    "metrics/ood",  # and, for FID selection, metrics/generative)
+    "metrics/robust",
     "paper_values",
+    "preflight",  # checks before training; it stops a stage or lets it run, it computes nothing of it
     "progress",
-    "proxy",
-    "proxy_eval",
+    "proxy",  # "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage
+    "proxy_eval",  # imports them
     "records",
     "reports",
     "runs",
@@ -129,15 +149,19 @@ def excluded(relative: PurePosixPath, exclude: tuple[str, ...]) -> bool:
     return any(module == m or module.startswith(m + "/") for m in map(_module_path, exclude))
 
 
+def hashed_modules(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> list[PurePosixPath]:
+    """The files `code_hash(exclude)` covers, as paths inside the package, sorted: every module
+    of the package minus the modules of `exclude` (see `excluded`)."""
+    files = (PurePosixPath(path.relative_to(PACKAGE).as_posix()) for path in PACKAGE.rglob("*.py"))
+    return sorted(f for f in files if not excluded(f, exclude))
+
+
 def code_hash(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> str:
-    """sha256 over the package's modules (paths relative to the package), minus the modules of
-    `exclude` (see `excluded`)."""
+    """sha256 over the syntax trees of `hashed_modules(exclude)` and their paths."""
     h = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if excluded(PurePosixPath(path.relative_to(PACKAGE).as_posix()), exclude):
-            continue
-        h.update(str(path.relative_to(PACKAGE)).encode())
-        h.update(_code_digest(path.read_text()).encode())
+    for relative in hashed_modules(exclude):
+        h.update(str(relative).encode())
+        h.update(_code_digest((PACKAGE / relative).read_text()).encode())
     return h.hexdigest()
 
 

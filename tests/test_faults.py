@@ -98,6 +98,31 @@ def test_code_hash_ignores_comments_but_not_code(tmp_path, monkeypatch):
     assert runs.code_hash() != h0
 
 
+def test_a_log_string_in_data_download_retrains_nothing(tmp_path, monkeypatch):
+    """The training hash covers what can change a trajectory: a message edited in data/download.py
+    or config.py keeps it, a change in the augmentation module does not."""
+    import shutil
+
+    package = tmp_path / "dualat"
+    shutil.copytree(Path(runs.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runs, "PACKAGE", package)
+    hashed = {str(p) for p in runs.hashed_modules()}
+    assert {"train.py", "bookkeeping.py", "losses.py", "data/streams.py", "data/augment.py"} <= hashed
+    assert not hashed & {"data/download.py", "data/fingerprint.py", "progress.py", "config.py"}
+    h0 = runs.code_hash()
+
+    def edit(name, old, new):
+        text = (package / name).read_text()
+        assert old in text, name
+        (package / name).write_text(text.replace(old, new, 1))
+
+    edit("data/download.py", "has no download; downloadable:", "cannot be downloaded; these can:")
+    edit("config.py", "remove the quotes", "drop the quotes")
+    assert runs.code_hash() == h0
+    (package / "data" / "augment.py").write_text((package / "data" / "augment.py").read_text() + "\nSHIFT = 1\n")
+    assert runs.code_hash() != h0
+
+
 def test_evaluation_code_is_outside_the_training_hash_only():
     """The code hashes exclude modules by their path in the package: each excluded entry names a
     module or folder that exists (a typo would silently keep it in the hash), every file of
