@@ -607,6 +607,51 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
+_INTERRUPTED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_train import STAGE1, _data, _model, _test_xy
+    from dualat import train
+    from dualat.data import BatchStream
+    original = train.Run.checkpoint
+    def slow_checkpoint(self):  # time for the parent to interrupt us after a checkpoint
+        original(self)
+        print("checkpoint", self.step, flush=True)
+        time.sleep(0.5)
+    train.Run.checkpoint = slow_checkpoint
+    stream = BatchStream(_data(), 8, 0, workers=1)  # a data-loader worker gets the Ctrl-C too
+    train.train_stage1(_model(), STAGE1, stream, 4, _test_xy(), {out!r}, checkpoint_every=1, progress=True)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_training_promptly_with_last_pt_intact(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during training ends
+    the process non-zero at once: no except swallows KeyboardInterrupt in the loop, the progress
+    lines or the data-loader workers; last.pt is the last checkpoint and resumes."""
+    full, _ = _stage1(tmp_path / "full")
+    out = tmp_path / "interrupted"
+    code = _INTERRUPTED_RUN.format(tests=str(ROOT / "tests"), out=str(out))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        env=os.environ | {"DUALAT_PROGRESS": "lines"},
+    )  # fmt: skip
+    lines = []
+    while not lines or not lines[-1].startswith("checkpoint 2"):
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.time()
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "finished" not in rest
+    assert time.time() - t0 < 15
+    assert 2 <= checkpoint.load(out / "last.pt")["step"] < 8
+    resumed, result = _stage1(out)
+    assert result["steps"] == 8 and _same_weights(full, resumed)
+
+
 # --- AutoAttack with fewer than 10 classes ---------------------------------------------------------
 
 
