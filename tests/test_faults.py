@@ -652,6 +652,36 @@ def test_ctrl_c_stops_training_promptly_with_last_pt_intact(tmp_path):
     assert result["steps"] == 8 and _same_weights(full, resumed)
 
 
+def test_ctrl_c_stops_a_notebook_stage(tmp_path):
+    """Ctrl-C on `python scripts/nb.py ...` (as under `dvc repro`: the kernel runs in its own
+    session and gets no signal from the terminal) ends nb.py non-zero within seconds and stops
+    the kernel's work."""
+    import nbformat
+
+    (tmp_path / "notebooks").mkdir()
+    work = (
+        "import os, time\nopen('kernel.pid', 'w').write(str(os.getpid()))\nfor i in range(600):\n    time.sleep(0.1)\n"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(work + "open('finished', 'w').write('')")])
+    nbformat.write(nb, tmp_path / "notebooks" / "busy.ipynb")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "nb.py"), "busy", ""], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (tmp_path / "kernel.pid").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    kernel = int((tmp_path / "kernel.pid").read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches nb.py's group, not the kernel
+    t0 = time.time()
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in output, output
+    assert time.time() - t0 < 20
+    while time.time() - t0 < 20 and Path(f"/proc/{kernel}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{kernel}").exists() and not (tmp_path / "finished").exists()
+
+
 # --- AutoAttack with fewer than 10 classes ---------------------------------------------------------
 
 
