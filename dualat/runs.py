@@ -260,6 +260,7 @@ class RunLocked(RuntimeError):
 
 
 _HELD: dict[Path, int] = {}  # lock file -> how many `locked` blocks of this process hold it
+LOCK_ENV = "DUALAT_RUN_LOCK"  # the lock file a parent process holds for the processes it starts
 
 
 def lock_path(out_dir: Path) -> Path:
@@ -273,10 +274,11 @@ def locked(out_dir: str | Path) -> Iterator[Path]:
     """Hold an exclusive OS lock (flock) on `out_dir`'s lock file while training into it, or
     raise RunLocked naming the folder and the holder's pid. The OS drops the lock when its
     process ends, however it ends, so a killed run never blocks the next one. Nested blocks of
-    one process share the lock."""
+    one process share the lock, and so do the processes it starts while holding it (a launcher
+    and its torchrun ranks: `LOCK_ENV` names the held lock file in their environment)."""
     path = lock_path(Path(out_dir).resolve())
-    if _HELD.get(path):
-        _HELD[path] += 1
+    if _HELD.get(path) or os.environ.get(LOCK_ENV) == str(path):
+        _HELD[path] = _HELD.get(path, 0) + 1
         try:
             yield path
         finally:
@@ -296,11 +298,16 @@ def locked(out_dir: str | Path) -> Iterator[Path]:
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()
-        _HELD[path] = 1
+        _HELD[path], outer = 1, os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(path)
         try:
             yield path
         finally:
             del _HELD[path]
+            if outer is None:
+                del os.environ[LOCK_ENV]
+            else:
+                os.environ[LOCK_ENV] = outer
             f.truncate(0)  # an empty file when nobody trains; closing the file drops the lock
 
 

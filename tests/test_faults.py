@@ -252,8 +252,11 @@ def test_a_second_training_of_one_folder_is_refused(tmp_path):
     finally:
         holder.kill()  # a dead holder: the OS drops its lock
         holder.wait()
-    with runs.locked(out), runs.locked(out):  # nested blocks of one process share it
-        pass
+    child = [sys.executable, "-c", f"from dualat import runs\nwith runs.locked({str(out)!r}): print('shared')"]
+    with runs.locked(out), runs.locked(out):  # nested blocks of one process share it, and its children
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        assert subprocess.run(child, capture_output=True, text=True, env=env).stdout == "shared\n"
+    assert runs.LOCK_ENV not in os.environ
     assert runs.lock_path(out.resolve()).read_text() == ""
 
 
