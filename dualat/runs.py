@@ -318,9 +318,10 @@ def set_aside(out_dir: Path, diff: list[str]) -> Path:
     target.mkdir(parents=True)
     for item in sorted(out_dir.iterdir()):
         shutil.move(str(item), target / item.name)
-    (target / "why.txt").write_text("settings that differ (old -> new):\n" + "\n".join(diff) + "\n")
+    (target / "why.txt").write_text("why the run was set aside (old -> new):\n" + "\n".join(diff) + "\n")
     warnings.warn(
-        f"{out_dir} holds a run of other settings; moved whole to {target}, training starts afresh. "
+        f"{out_dir} holds a run of other settings or one that cannot be continued; moved whole to {target}; "
+        "training starts afresh unless a run of these settings was set aside before. "
         "Differences (old -> new): " + "; ".join(diff),
         stacklevel=3,
     )
