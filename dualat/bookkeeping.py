@@ -111,7 +111,9 @@ class Run:
     seconds: float = 0.0  # training time over every process that worked on this run
     history: list[dict] = field(default_factory=list)
     best: dict = field(default_factory=dict)
-    _t0: float = field(default_factory=time.time)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # batch statistics since the last record
+    count: int = 0  # steps in `sums`
+    _t0: float | None = field(default_factory=time.time)  # None once finished: `seconds` is final
     _loss_sum: torch.Tensor | None = None  # this process's losses, for the NaN/inf check
     _bar: Any = None
 
@@ -139,6 +141,18 @@ class Run:
         self.step += 1
         self._loss_sum += loss.detach()
         self._bar.update(1)
+
+    def accumulate(self, stats: dict[str, torch.Tensor]) -> None:
+        """Add one step's batch statistics to the sums since the last record (saved in last.pt,
+        so a resumed run logs the same means as an uninterrupted one)."""
+        self.sums = {k: self.sums.get(k, 0) + v.detach() for k, v in stats.items()}
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        """The mean of each accumulated statistic since the last record; the sums start again."""
+        out = {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
 
     def evaluate(
         self,
@@ -182,9 +196,11 @@ class Run:
         last step with its last evaluation); returns `result()`."""
         self._bar.close()
         self.check_finite()
+        self.seconds, self._t0 = self.elapsed(), None  # the same seconds in last.pt, final.pt and the result
         self.save()
         final = self.ema.module if self.ema else self.model
-        self.save_weights("final.pt", final, self.history[-1] if self.history else {})
+        record = {"run": self.result(), "curriculum": self.curriculum.state_dict() if self.curriculum else None}
+        self.save_weights("final.pt", final, self.history[-1] if self.history else {}, **record)
         distributed.barrier()  # no rank goes on before rank 0 has written
         return self.result()
 
@@ -206,7 +222,8 @@ class Run:
     # --- files ------------------------------------------------------------------------------------
 
     def elapsed(self) -> float:
-        return self.seconds + time.time() - self._t0
+        """Training seconds over every process that worked on this run, up to now (or to its end)."""
+        return self.seconds + (time.time() - self._t0 if self._t0 is not None else 0.0)
 
     def save(self, name: str = "last.pt") -> Path:
         if not distributed.is_main():  # the ranks hold the same state; rank 0 writes it
@@ -222,6 +239,8 @@ class Run:
             "seconds": self.elapsed(),
             "history": self.history,
             "best": self.best,
+            "sums": self.sums,
+            "count": self.count,
             "key": self.key,
             "config": self.config,
             "git_rev": ckpt.git_revision(),
@@ -230,24 +249,36 @@ class Run:
         }
         return ckpt.save(self.out_dir / name, payload)
 
-    def resume(self) -> bool:
-        """Continue out_dir/last.pt when its key equals ours (or differs in `runs.RECOVERY_KEYS`
-        only after a NaN/inf stop); otherwise move the earlier run aside whole (`runs.set_aside`).
-        True when resumed."""
-        path = self.out_dir / "last.pt"
-        state = ckpt.load(path) if path.exists() else None
+    def resume(self, bring_back: bool = True) -> bool:
+        """Continue the run recorded in out_dir when its key equals ours: last.pt (also across a
+        change of `runs.RECOVERY_KEYS` only, after a NaN/inf stop), or, without a readable last.pt,
+        a finished run whose final.pt and selected checkpoints are complete. Any other run in
+        out_dir is moved aside whole (`runs.set_aside`), never overwritten; then a run of our key
+        set aside earlier is brought back (A -> B -> A) and continued. True when resumed."""
+        state, unreadable = _read(self.out_dir / "last.pt")
         distributed.barrier()  # every rank has read last.pt before rank 0 may move it
-        if state is None:
-            return False
+        if state is not None and self._continues(state):
+            self._restore(state)
+            return True
+        if state is None and self._finished_on_disk(unreadable):
+            return True
+        if distributed.is_main():
+            diff = self._differences(state, unreadable)
+            if diff:
+                runs.set_aside(self.out_dir, diff)
+            if bring_back:
+                runs.bring_back(self.out_dir, self._continuable)
+        distributed.barrier()
+        return bring_back and bool(runs.run_files(self.out_dir)) and self.resume(bring_back=False)
+
+    def _continues(self, state: dict) -> bool:
+        """Whether last.pt's `state` is ours to continue (the same key, or a NaN/inf recovery)."""
         old_key = state.get("key", {})
-        recovering = (
-            old_key != self.key and (self.out_dir / NONFINITE).is_file() and runs.recoverable(old_key, self.key)
-        )
-        if old_key != self.key and not recovering:
-            if distributed.is_main():
-                runs.set_aside(self.out_dir, runs.differences(old_key, self.key))
-            distributed.barrier()
-            return False
+        recovering = (self.out_dir / NONFINITE).is_file() and runs.recoverable(old_key, self.key)
+        return old_key == self.key or recovering
+
+    def _restore(self, state: dict) -> None:
+        """Take every piece of the run from last.pt's `state` (after a NaN/inf stop, the new lr)."""
         self.model.load_state_dict(state["model"])
         if self.ema:
             self.ema.load_state_dict(state["ema"])
@@ -258,11 +289,86 @@ class Run:
         if self.curriculum:
             self.curriculum.load_state_dict(state["curriculum"])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
+        device = next(self.model.parameters()).device
+        self.sums = {k: v.to(device) for k, v in state.get("sums", {}).items()}
+        self.count = state.get("count", 0)
         self.seconds, self._t0 = state["seconds"], time.time()
         torch.set_rng_state(state["rng"])
-        if recovering:
-            self._recover(runs.differences(old_key, self.key))
+        if self.finished():
+            self._t0 = None  # nothing to train: the seconds stay those stored (see `result`)
+        if state.get("key", {}) != self.key:
+            self._recover(runs.differences(state.get("key", {}), self.key))
+
+    def _finished_on_disk(self, unreadable: str | None) -> bool:
+        """Without a readable last.pt: take the finished run of our key that final.pt records,
+        when final.pt and every selected checkpoint it names are complete (warning when last.pt
+        is there but unreadable). True when taken."""
+        final = self._finished_record(self.out_dir)
+        if final is None:
+            return False
+        record = final["run"]
+        self.step, self.history, self.best, self.seconds = (
+            record["steps"],
+            record["history"],
+            record["best"],
+            record["seconds"],
+        )
+        self._t0 = None
+        if self.curriculum:
+            self.curriculum.load_state_dict(final["curriculum"])
+        if unreadable is not None:
+            warnings.warn(
+                f"{self.out_dir / 'last.pt'} cannot be read ({unreadable}); the run is finished and its final.pt "
+                "and selected checkpoints are complete, so they are used as they are. last.pt serves only to "
+                "continue training: delete it or leave it.",
+                stacklevel=3,
+            )
         return True
+
+    def _finished_record(self, folder: Path) -> dict | None:
+        """final.pt of `folder` when it records a finished run of our key whose selected
+        checkpoints are readable and of our key too; None otherwise."""
+        final, _ = _read(folder / "final.pt")
+        if final is None or final.get("key") != self.key or "run" not in final:
+            return None
+        if final["run"]["steps"] < self.total:  # written by a run stopped early (stop_after)
+            return None
+        for c in self.criteria:
+            selected = final["run"]["best"].get(c.metric) != c.start
+            state, _ = _read(folder / c.file) if selected else ({"key": self.key}, None)
+            if state is None or state.get("key") != self.key:
+                return None
+        return final
+
+    def _continuable(self, folder: Path) -> bool:
+        """Whether the run in `folder` (set aside earlier) is ours: a last.pt of our key, or a
+        finished run of our key (`_finished_record`)."""
+        state, _ = _read(folder / "last.pt")
+        if state is not None:
+            return state.get("key") == self.key
+        return self._finished_record(folder) is not None
+
+    def _differences(self, state: dict | None, unreadable: str | None) -> list[str]:
+        """Why the run files in out_dir are not continued, one line each (see `runs.set_aside`);
+        empty when out_dir holds no run."""
+        if not runs.run_files(self.out_dir):
+            return []
+        old_key = state.get("key", {}) if state is not None else self._recorded_key()
+        lines = runs.differences(old_key or {}, self.key) if old_key is not None else []
+        if unreadable is not None:
+            lines.append(f"last.pt: cannot be read ({unreadable})")
+        if not lines:
+            lines.append("last.pt: <absent>, and final.pt records no finished run: the run cannot be continued")
+        return lines
+
+    def _recorded_key(self) -> dict | None:
+        """The key out_dir's run records without last.pt: that of final.pt, else of a selected
+        checkpoint; None when no file records one."""
+        for path in [self.out_dir / "final.pt", *sorted(self.out_dir.glob("best*.pt"))]:
+            state, _ = _read(path)
+            if state is not None and "key" in state:
+                return state["key"]
+        return None
 
     def _recover(self, diff: list[str]) -> None:
         """After a NaN/inf stop: take the new learning rate (the schedule keeps its shape) and
@@ -283,18 +389,22 @@ class Run:
         return self.step >= self.total and (self.out_dir / "final.pt").is_file()
 
     def result(self, finished: bool = False) -> dict:
-        """What the loop returns; a finished run reports the seconds stored with it, so the
-        status.json written from it is byte-identical on every rerun (DVC then skips what follows)."""
-        seconds = self.seconds if finished else self.elapsed()
-        return {"history": self.history, "best": self.best, "steps": self.step, "seconds": seconds}
+        """What the loop returns: the history, the selected records, the steps, the seconds and
+        (stage 2) T. A finished run reports the seconds stored with it (`finished` is kept for the
+        callers; `finish` fixes the seconds), so the status.json written from it is byte-identical
+        on every rerun and DVC skips the stages after it."""
+        out = {"history": self.history, "best": self.best, "steps": self.step, "seconds": self.elapsed()}
+        return out | ({"T": self.curriculum.T} if self.curriculum else {})
 
-    def save_weights(self, name: str, model: nn.Module, metrics: dict) -> Path:
+    def save_weights(self, name: str, model: nn.Module, metrics: dict, **extra: Any) -> Path:
         """A selected model (best accuracy / best FID) as its own small checkpoint; "plain"
         holds the trained (non-EMA) weights of the same step. Both keys hold EMA-free weights
-        when EMA is off."""
+        when EMA is off. `extra` joins the payload (final.pt: the run's result and curriculum,
+        which let a finished run be used without last.pt)."""
         if not distributed.is_main():
             return self.out_dir / name
         payload = {"model": model.state_dict(), "plain": self.model.state_dict(), "step": self.step, "metrics": metrics}
+        payload |= extra
         payload |= {"ema": self.ema is not None, "key": self.key, "config": self.config}
         payload.update(git_rev=ckpt.git_revision(), versions=ckpt.library_versions())
         return ckpt.save(self.out_dir / name, payload)
@@ -315,3 +425,14 @@ def curves(history: list[dict]) -> list[dict]:
     such as a NaN/inf recovery is left out); NaN/inf values read null."""
     rows = [r for r in history if "robust_acc" in r]
     return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for r in rows]
+
+
+def _read(path: Path) -> tuple[dict | None, str | None]:
+    """(checkpoint, None) when `path` reads, (None, why) when it exists but does not, (None, None)
+    when it does not exist."""
+    if not path.is_file():
+        return None, None
+    try:
+        return ckpt.load(path), None
+    except (RuntimeError, ValueError, OSError) as err:  # truncated or foreign: checkpoint.load names the file
+        return None, str(err.__cause__ or err)

@@ -5,13 +5,23 @@ The rule (docs/resume.md):
 * A training run is identified by its *resume key*: the params keys that determine its trajectory
   (`RESUME_KEYS`, the same keys its DVC stage lists in `dvc.yaml`, minus `NOT_TRAJECTORY`), a
   fingerprint of the data files it reads, the sha256 of the checkpoint it starts from (stage 2),
-  and a hash of the code that computes a step (`code_hash`: every module of the package except
-  `NOT_TRAINING_CODE`, compared as syntax trees, so comments, docstrings and formatting do not count).
-  The exclusions name modules by their path in the package: "evaluate" is evaluate.py, "reports" the
-  package reports/ with every file under it.
-* `last.pt` with the same key is continued (a finished run is returned as it is, without writing).
-  With another key the whole folder is moved aside to `<folder>.superseded/<UTC time>/`, with a
-  warning naming each key that differs (old -> new), and training starts afresh.
+  and a hash of the code that can change a trajectory (`code_hash`, compared as syntax trees, so
+  comments, docstrings and formatting do not count). Its rule: every module of the package is
+  hashed unless `NOT_TRAINING_CODE` names it, and a module is named there only when nothing it
+  does reaches the numbers of a run: presentation, evaluation, progress and file bookkeeping,
+  data downloads, data fingerprints (the fingerprint itself is in the key), data locations and
+  params parsing (the values are in the key). So a new module is hashed until someone argues
+  it out; a log or error message edited in an excluded module retrains nothing. The exclusions
+  name modules by their path in the package: "evaluate" is evaluate.py, "reports" the package
+  reports/ with every file under it. `hashed_modules` lists what a hash covers.
+* `last.pt` with the same key is continued (a finished run is returned as it is, without writing);
+  without a readable last.pt, a finished run of the same key whose final.pt and selected
+  checkpoints are complete is returned as it is. Any other run in the folder (its key read from
+  last.pt, else final.pt or best*.pt) is moved aside whole to `<folder>.superseded/<UTC time>/`,
+  with a warning naming each key that differs (old -> new), never overwritten. A run of the
+  requested key set aside earlier is then brought back and continued (A -> B -> A); else
+  training starts afresh.
+* One process trains into a folder at a time: `locked` holds an OS lock on `<folder>.lock`.
 * After a NaN/inf stop (`nonfinite.json` in the folder) a run continues across a change of
   `RECOVERY_KEYS` only (a lower learning rate or sampler step): the advice of the error message.
 
@@ -22,9 +32,13 @@ hash) equals the current one is returned instead of recomputed (`dualat.evaluati
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
+import os
 import shutil
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -60,16 +74,26 @@ NOT_TRAJECTORY = ("data.workers",)  # the streams are seeded per (seed, epoch, i
 LAUNCH_KEYS = ("compute",)
 # What the NaN/inf message advises to change; a run stopped on NaN/inf resumes across these.
 RECOVERY_KEYS = ("stage1.optim.lr", "stage2.optim.lr", "stage2.sampler.step_size")
-# Modules that compute no training step (presentation, evaluation, bookkeeping), by their path in
-# the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
-# "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage imports them.
+# Modules that cannot change a training trajectory (the rule of the module docstring), by their
+# path in the package without ".py" (see `excluded`): "reports" and "evaluation" are whole folders.
 NOT_TRAINING_CODE = (
+    "artifacts",  # stage folders and status files
+    "checkpoint",  # how a checkpoint is written and read, not what it holds
+    "code_hashes",  # writes the hashes of the code kinds for dvc.yaml
+    "config",  # params parsing and its messages: the values themselves are in the key
+    "data/download",  # fetching files; what was fetched is in the data fingerprint
+    "data/fingerprint",  # the fingerprint stage; the fingerprint is in the key
+    "data/paths",  # where data lives and its error messages; the files read are fingerprinted
     "evaluation",
     "explore",
+    "metrics/calibration",  # evaluation-only metrics (training evaluates with metrics/accuracy
+    "metrics/ood",  # and, for FID selection, metrics/generative)
+    "metrics/robust",
     "paper_values",
+    "preflight",  # checks before training; it stops a stage or lets it run, it computes nothing of it
     "progress",
-    "proxy",
-    "proxy_eval",
+    "proxy",  # "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage
+    "proxy_eval",  # imports them
     "records",
     "reports",
     "runs",
@@ -128,15 +152,19 @@ def excluded(relative: PurePosixPath, exclude: tuple[str, ...]) -> bool:
     return any(module == m or module.startswith(m + "/") for m in map(_module_path, exclude))
 
 
+def hashed_modules(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> list[PurePosixPath]:
+    """The files `code_hash(exclude)` covers, as paths inside the package, sorted: every module
+    of the package minus the modules of `exclude` (see `excluded`)."""
+    files = (PurePosixPath(path.relative_to(PACKAGE).as_posix()) for path in PACKAGE.rglob("*.py"))
+    return sorted(f for f in files if not excluded(f, exclude))
+
+
 def code_hash(exclude: tuple[str, ...] = NOT_TRAINING_CODE) -> str:
-    """sha256 over the package's modules (paths relative to the package), minus the modules of
-    `exclude` (see `excluded`)."""
+    """sha256 over the syntax trees of `hashed_modules(exclude)` and their paths."""
     h = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if excluded(PurePosixPath(path.relative_to(PACKAGE).as_posix()), exclude):
-            continue
-        h.update(str(path.relative_to(PACKAGE)).encode())
-        h.update(_code_digest(path.read_text()).encode())
+    for relative in hashed_modules(exclude):
+        h.update(str(relative).encode())
+        h.update(_code_digest((PACKAGE / relative).read_text()).encode())
     return h.hexdigest()
 
 
@@ -198,16 +226,105 @@ def recoverable(old: dict, new: dict) -> bool:
     return bool(changed) and changed <= set(RECOVERY_KEYS)
 
 
+def run_files(out_dir: Path) -> list[Path]:
+    """The files of a training run in `out_dir` (checkpoints, history, NaN/inf note); status.json
+    alone is no run."""
+    names = ("*.pt", "history.json", "curves.json", "nonfinite.json")
+    return sorted(p for pattern in names for p in Path(out_dir).glob(pattern)) if Path(out_dir).is_dir() else []
+
+
+def superseded(out_dir: Path) -> Path:
+    """The folder that keeps the runs set aside from `out_dir`."""
+    return out_dir.parent / f"{out_dir.name}.superseded"
+
+
+def bring_back(out_dir: Path, ours: Callable[[Path], bool]) -> Path | None:
+    """A -> B -> A: move the newest run set aside from `out_dir` that `ours` accepts (a run of
+    the requested key) back into `out_dir`, which holds no run, and warn; None when there is none."""
+    root = superseded(out_dir)
+    for folder in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+        if not folder.is_dir() or not ours(folder):
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (folder / "why.txt").unlink(missing_ok=True)
+        for item in sorted(folder.iterdir()):
+            shutil.move(str(item), out_dir / item.name)
+        folder.rmdir()
+        warnings.warn(
+            f"{out_dir}: the run of these settings set aside at {folder} is brought back instead of trained again",
+            stacklevel=3,
+        )
+        return folder
+    return None
+
+
+class RunLocked(RuntimeError):
+    """Another process trains into the same folder."""
+
+
+_HELD: dict[Path, int] = {}  # lock file -> how many `locked` blocks of this process hold it
+LOCK_ENV = "DUALAT_RUN_LOCK"  # the lock file a parent process holds for the processes it starts
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The lock file of a run folder: beside it (`<folder>.lock`, next to `<folder>.superseded`),
+    so that it is no part of the folder DVC hashes and is not moved when the run is set aside."""
+    return out_dir.parent / f"{out_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(out_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive OS lock (flock) on `out_dir`'s lock file while training into it, or
+    raise RunLocked naming the folder and the holder's pid. The OS drops the lock when its
+    process ends, however it ends, so a killed run never blocks the next one. Nested blocks of
+    one process share the lock, and so do the processes it starts while holding it (a launcher
+    and its torchrun ranks: `LOCK_ENV` names the held lock file in their environment)."""
+    path = lock_path(Path(out_dir).resolve())
+    if _HELD.get(path) or os.environ.get(LOCK_ENV) == str(path):
+        _HELD[path] = _HELD.get(path, 0) + 1
+        try:
+            yield path
+        finally:
+            _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RunLocked(
+                f"{out_dir} is being trained by another process (pid {holder}; lock {path}). Two trainings of one "
+                "folder would set each other's runs aside: wait for it to end, or stop it, then rerun."
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _HELD[path], outer = 1, os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(path)
+        try:
+            yield path
+        finally:
+            del _HELD[path]
+            if outer is None:
+                del os.environ[LOCK_ENV]
+            else:
+                os.environ[LOCK_ENV] = outer
+            f.truncate(0)  # an empty file when nobody trains; closing the file drops the lock
+
+
 def set_aside(out_dir: Path, diff: list[str]) -> Path:
     """Move every file of `out_dir` to `<out_dir>.superseded/<UTC time>/` (with why.txt) and warn."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = out_dir.parent / f"{out_dir.name}.superseded" / stamp
+    target = superseded(out_dir) / stamp
     target.mkdir(parents=True)
     for item in sorted(out_dir.iterdir()):
         shutil.move(str(item), target / item.name)
-    (target / "why.txt").write_text("settings that differ (old -> new):\n" + "\n".join(diff) + "\n")
+    (target / "why.txt").write_text("why the run was set aside (old -> new):\n" + "\n".join(diff) + "\n")
     warnings.warn(
-        f"{out_dir} holds a run of other settings; moved whole to {target}, training starts afresh. "
+        f"{out_dir} holds a run of other settings or one that cannot be continued; moved whole to {target}; "
+        "training starts afresh unless a run of these settings was set aside before. "
         "Differences (old -> new): " + "; ".join(diff),
         stacklevel=3,
     )

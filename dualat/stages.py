@@ -10,6 +10,7 @@ the same files as after one process (docs/gpus.md).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -60,13 +61,29 @@ def train(
     """Train `method` (standard_at | ratio | dualat) into out_dir and return its status; dualat
     starts from the stage-1 checkpoint `init` and, with the FID reference `ref_path`, selects
     best_fid.pt by FID. `stop_after` ends training after that many steps (tests, the proxy).
-    With `compute` asking for more than one process this call runs torchrun and returns rank 0's status."""
+    With `compute` asking for more than one process this call runs torchrun and returns rank 0's
+    status. A second process training into the same folder is refused (`runs.locked`; the
+    processes torchrun starts share the lock)."""
     out_dir = Path(out_dir)
     if method not in model_io.METHOD_STAGE:
         raise ValueError(f"method must be one of {', '.join(model_io.METHOD_STAGE)}, got {method!r}")
-    if launch.wanted(cfg):
-        paths = {"out_dir": str(out_dir), "init": _str(init), "ref_path": _str(ref_path)}
-        return launch.run("train", cfg, out_dir, method=method, progress=progress, stop_after=stop_after, **paths)
+    with runs.locked(out_dir) if distributed.is_main() else contextlib.nullcontext():  # rank 0 holds it for all
+        if launch.wanted(cfg):
+            paths = {"out_dir": str(out_dir), "init": _str(init), "ref_path": _str(ref_path)}
+            return launch.run("train", cfg, out_dir, method=method, progress=progress, stop_after=stop_after, **paths)
+        return _train(cfg, method, out_dir, init, ref_path, progress, stop_after)
+
+
+def _train(
+    cfg: Config,
+    method: str,
+    out_dir: Path,
+    init: str | Path | None,
+    ref_path: str | Path | None,
+    progress: bool,
+    stop_after: int | None,
+) -> dict:
+    """`train`, with out_dir locked."""
     reason = datasets.missing_data(cfg) or (artifacts.read_status(Path(init).parent) if init is not None else None)
     if reason is not None:
         artifacts.keep_computed(out_dir, reason)  # a finished run is kept when its data is briefly missing

@@ -303,7 +303,6 @@ def train_stage2(
     if run.resume() and run.finished():
         return run.result(finished=True) | {"T": run.curriculum.T}  # the files on disk are the result
     test_xy, eval_every = tuple(t.to(device) for t in test_xy), max(1, cfg.eval_every_images // B)
-    sums: dict[str, torch.Tensor] = {}  # batch statistics since the last record
     run.start("stage 2", progress)
     model.train()
     while run.running(stop_after):  # Algorithm 1
@@ -313,13 +312,10 @@ def train_stage2(
         stats = distributed.all_mean_stats(stats)  # the same AUC and L_BCE, hence T, on every rank
         run.curriculum.update(stats["auc"], stats["bce"])
         run.advance(loss)
-        sums = {k: sums.get(k, 0) + v for k, v in stats.items()}
+        run.accumulate(stats)  # batch statistics since the last record, kept in last.pt
         if run.step % eval_every == 0 or run.step == total:
-            n = run.step - (run.history[-1]["step"] if run.history else 0)  # steps since the last record
-            log = {"step": run.step, "images": run.step * B, "T": T}
-            log |= {k: float(v) / max(n, 1) for k, v in sums.items()}  # means over those steps
+            log = {"step": run.step, "images": run.step * B, "T": T} | run.means()  # means over those steps
             run.evaluate(log, test_xy, cfg.attack, fid_fn, cfg.eval_fid_samples)
-            sums = {}
         elif run.step % checkpoint_every == 0:
             run.checkpoint()
     return run.finish() | {"T": run.curriculum.T}

@@ -7,7 +7,9 @@ usage: python scripts/nb.py NOTEBOOK TAG [NAME=VALUE ...]
   $PYTHON_ENV, the home folder as ~).
 """
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ sys.modules.setdefault("rfc3987_syntax", None)
 
 import nbformat  # noqa: E402
 import papermill  # noqa: E402
+import psutil  # noqa: E402
 from nbconvert import HTMLExporter  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
@@ -69,8 +72,41 @@ USER_ERRORS = (
     "CheckpointMissing",
     "StageRefused",
     "NonFiniteLoss",
+    "RunLocked",
     "DownloadFailed",
 )
+
+GRACE_S = 2.0  # after Ctrl-C, how long the kernel may take to stop before it is killed
+
+
+def stop_on_ctrl_c(notebook: str) -> None:
+    """Make Ctrl-C end this run at once, whatever papermill does with a KeyboardInterrupt: the
+    kernel runs in its own session (the terminal's Ctrl-C does not reach it), so it is sent
+    SIGINT here (training code stops with KeyboardInterrupt; checkpoints are written atomically),
+    killed with its data-loader workers after GRACE_S, and nb.py exits 130 with one line. An
+    inherited "ignore SIGINT" (a background job) is kept."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def stop(signum, frame):
+        kernels = psutil.Process().children()
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            for kernel in kernels:
+                try:
+                    os.killpg(kernel.pid, sig)  # the kernel leads its own process group (jupyter_client)
+                except OSError:
+                    with contextlib.suppress(psutil.Error):
+                        kernel.send_signal(sig)
+            if sig == signal.SIGINT:
+                _, kernels = psutil.wait_procs(kernels, timeout=GRACE_S)
+        print(
+            f"nb.py: interrupted (Ctrl-C); {notebook} stopped. A training stage resumes from its last.pt.",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
 
 
 def main(argv: list[str]) -> None:
@@ -87,6 +123,7 @@ def main(argv: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # the kernel inherits this: loops record a few lines, not a live bar (dualat.progress)
     os.environ.setdefault("DUALAT_PROGRESS", "lines")
+    stop_on_ctrl_c(f"notebooks/{name}.ipynb")
     started = time.time()
     try:
         papermill.execute_notebook(

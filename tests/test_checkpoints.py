@@ -175,8 +175,10 @@ def test_nb_names_user_errors_that_exist():
     import dualat.bookkeeping
     import dualat.data
     import dualat.data.download
+    import dualat.runs
 
-    classes = {c.__name__: c for m in (dualat.artifacts, dualat.bookkeeping, dualat.data, dualat.data.download, config)
+    modules = (dualat.artifacts, dualat.bookkeeping, dualat.data, dualat.data.download, dualat.runs, config)
+    classes = {c.__name__: c for m in modules
                for c in vars(m).values() if isinstance(c, type) and issubclass(c, Exception)}  # fmt: skip
     classes |= {
         c.__name__: c for c in (CheckpointError, checkpoint.CheckpointMissing, dualat.data.validate.TooFewImages)

@@ -98,6 +98,31 @@ def test_code_hash_ignores_comments_but_not_code(tmp_path, monkeypatch):
     assert runs.code_hash() != h0
 
 
+def test_a_log_string_in_data_download_retrains_nothing(tmp_path, monkeypatch):
+    """The training hash covers what can change a trajectory: a message edited in data/download.py
+    or config.py keeps it, a change in the augmentation module does not."""
+    import shutil
+
+    package = tmp_path / "dualat"
+    shutil.copytree(Path(runs.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runs, "PACKAGE", package)
+    hashed = {str(p) for p in runs.hashed_modules()}
+    assert {"train.py", "bookkeeping.py", "losses.py", "data/streams.py", "data/augment.py"} <= hashed
+    assert not hashed & {"data/download.py", "data/fingerprint.py", "progress.py", "config.py"}
+    h0 = runs.code_hash()
+
+    def edit(name, old, new):
+        text = (package / name).read_text()
+        assert old in text, name
+        (package / name).write_text(text.replace(old, new, 1))
+
+    edit("data/download.py", "has no download; downloadable:", "cannot be downloaded; these can:")
+    edit("config.py", "remove the quotes", "drop the quotes")
+    assert runs.code_hash() == h0
+    (package / "data" / "augment.py").write_text((package / "data" / "augment.py").read_text() + "\nSHIFT = 1\n")
+    assert runs.code_hash() != h0
+
+
 def test_evaluation_code_is_outside_the_training_hash_only():
     """The code hashes exclude modules by their path in the package: each excluded entry names a
     module or folder that exists (a typo would silently keep it in the hash), every file of
@@ -115,18 +140,124 @@ def test_evaluation_code_is_outside_the_training_hash_only():
 
 def test_finished_run_is_not_rewritten_and_new_code_retrains(tmp_path):
     out = tmp_path / "run"
-    _stage1(out, key=_key())
+    _, first = _stage1(out, key=_key())
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     time.sleep(0.01)
     _, result = _stage1(out, key=_key())  # DVC reran the stage for a change that cannot affect it
     assert result["steps"] == 8
-    assert result["seconds"] == checkpoint.load(out / "last.pt")["seconds"]  # status.json stays identical
+    assert result["seconds"] == checkpoint.load(out / "last.pt")["seconds"]
+    assert result == first  # the first rerun too: status.json stays byte-identical
+    statuses = [artifacts.write_status(tmp_path / f"s{i}", None, **r) for i, r in enumerate((first, result))]
+    assert statuses[0] == statuses[1]
+    assert (tmp_path / "s0" / "status.json").read_bytes() == (tmp_path / "s1" / "status.json").read_bytes()
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing rewritten
     new_code = _key() | {"code": "a different training step"}
     with pytest.warns(UserWarning, match="code"):
         _, result = _stage1(out, key=new_code)  # a code fix: the old weights are not re-emitted
     assert result["steps"] == 8 and len(result["history"]) == 2  # trained again from step 0
     assert checkpoint.load(out / "last.pt")["key"] == new_code
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _lr(value):
+    return dataclasses.replace(STAGE1, optim=dataclasses.replace(STAGE1.optim, lr=value))
+
+
+def test_finished_run_without_last_pt_is_superseded_not_overwritten(tmp_path):
+    """A finished run whose last.pt was deleted (to save disk) still records its key in final.pt
+    and best.pt: a rerun with another lr sets it aside whole; with the same key it is used as it is."""
+    out = tmp_path / "run"
+    _, first = _stage1(out, key=_key())
+    (out / "last.pt").unlink()
+    kept = _files(out)
+    _, again = _stage1(out, key=_key())  # the same settings: finished, nothing trained or written
+    assert again == first and _files(out) == kept
+    with pytest.warns(UserWarning, match=r"stage1\.optim\.lr: 0\.05 -> 0\.02"):
+        _, other = _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    (aside,) = (tmp_path / "run.superseded").iterdir()
+    assert {k: v for k, v in _files(aside).items() if k != "why.txt"} == kept  # best.pt, final.pt, history.json
+    assert other["history"] != first["history"] and checkpoint.load(out / "final.pt")["key"] == _key(_lr(0.02))
+
+
+def test_truncated_last_pt_of_a_finished_run_is_not_retrained(tmp_path):
+    out = tmp_path / "run"
+    _, first = _stage1(out, key=_key())
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 2])
+    kept = _files(out)
+    with pytest.warns(UserWarning, match=r"last\.pt cannot be read .*final\.pt and selected checkpoints are complete"):
+        _, result = _stage1(out, key=_key())
+    assert result == first and _files(out) == kept
+    assert not (tmp_path / "run.superseded").exists()
+    (out / "best.pt").write_bytes(b"torn")  # a selected checkpoint torn too: not complete, so set aside
+    with pytest.warns(UserWarning, match="cannot be read"):
+        _, result = _stage1(out, key=_key())
+    (aside,) = (tmp_path / "run.superseded").iterdir()
+    assert _files(aside)["best.pt"] == b"torn" and result["history"] == first["history"]  # trained again
+
+
+def test_a_b_a_brings_the_first_run_back(tmp_path):
+    out = tmp_path / "run"
+    _, a = _stage1(out, key=_key())
+    files_a = _files(out)
+    with pytest.warns(UserWarning, match="other settings"):
+        _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    files_b = _files(out)
+    with pytest.warns(UserWarning) as caught:
+        _, again = _stage1(out, key=_key())
+    assert any("brought back" in str(w.message) for w in caught)
+    assert again == a and _files(out) == files_a  # A as it was, not retrained
+    (aside,) = (tmp_path / "run.superseded").iterdir()  # B, set aside; A's old place is gone
+    assert {k: v for k, v in _files(aside).items() if k != "why.txt"} == files_b
+
+
+def test_a_b_a_continues_an_unfinished_first_run(tmp_path):
+    full, _ = _stage1(tmp_path / "full", key=_key())
+    out = tmp_path / "run"
+    _stage1(out, key=_key(), checkpoint_every=1, stop_after=3)
+    with pytest.warns(UserWarning, match="other settings"):
+        _stage1(out, _lr(0.02), key=_key(_lr(0.02)))
+    with pytest.warns(UserWarning, match="brought back"):
+        resumed, result = _stage1(out, key=_key())
+    assert result["steps"] == 8 and _same_weights(full, resumed)  # continued from step 3
+
+
+_HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from dualat import runs
+    with runs.locked({out!r}):
+        print("locked", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_training_of_one_folder_is_refused(tmp_path):
+    from dualat import stages
+
+    out = tmp_path / "models" / "standard_at"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK.format(out=str(out))], stdout=subprocess.PIPE, text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunLocked, match=rf"{out}.*another process \(pid {holder.pid}"):
+            stages.train(_quick_cfg(), "standard_at", out)
+        assert not out.exists()  # nothing set aside, nothing written
+    finally:
+        holder.kill()  # a dead holder: the OS drops its lock
+        holder.wait()
+    child = [sys.executable, "-c", f"from dualat import runs\nwith runs.locked({str(out)!r}): print('shared')"]
+    with runs.locked(out), runs.locked(out):  # nested blocks of one process share it, and its children
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        assert subprocess.run(child, capture_output=True, text=True, env=env).stdout == "shared\n"
+    assert runs.LOCK_ENV not in os.environ
+    assert runs.lock_path(out.resolve()).read_text() == ""
 
 
 def test_dvc_params_agree_with_resume_keys():
@@ -468,6 +599,81 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     resumed, result = _stage1(out)
     assert result["steps"] == 8 and _same_weights(full, resumed)
     assert not list(out.glob(".*.tmp"))
+
+
+_INTERRUPTED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from test_train import STAGE1, _data, _model, _test_xy
+    from dualat import train
+    from dualat.data import BatchStream
+    original = train.Run.checkpoint
+    def slow_checkpoint(self):  # time for the parent to interrupt us after a checkpoint
+        original(self)
+        print("checkpoint", self.step, flush=True)
+        time.sleep(0.5)
+    train.Run.checkpoint = slow_checkpoint
+    stream = BatchStream(_data(), 8, 0, workers=1)  # a data-loader worker gets the Ctrl-C too
+    train.train_stage1(_model(), STAGE1, stream, 4, _test_xy(), {out!r}, checkpoint_every=1, progress=True)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_training_promptly_with_last_pt_intact(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during training ends
+    the process non-zero at once: no except swallows KeyboardInterrupt in the loop, the progress
+    lines or the data-loader workers; last.pt is the last checkpoint and resumes."""
+    full, _ = _stage1(tmp_path / "full")
+    out = tmp_path / "interrupted"
+    code = _INTERRUPTED_RUN.format(tests=str(ROOT / "tests"), out=str(out))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+        env=os.environ | {"DUALAT_PROGRESS": "lines"},
+    )  # fmt: skip
+    lines = []
+    while not lines or not lines[-1].startswith("checkpoint 2"):
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.time()
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "finished" not in rest
+    assert time.time() - t0 < 15
+    assert 2 <= checkpoint.load(out / "last.pt")["step"] < 8
+    resumed, result = _stage1(out)
+    assert result["steps"] == 8 and _same_weights(full, resumed)
+
+
+def test_ctrl_c_stops_a_notebook_stage(tmp_path):
+    """Ctrl-C on `python scripts/nb.py ...` (as under `dvc repro`: the kernel runs in its own
+    session and gets no signal from the terminal) ends nb.py non-zero within seconds and stops
+    the kernel's work."""
+    import nbformat
+
+    (tmp_path / "notebooks").mkdir()
+    work = (
+        "import os, time\nopen('kernel.pid', 'w').write(str(os.getpid()))\nfor i in range(600):\n    time.sleep(0.1)\n"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(work + "open('finished', 'w').write('')")])
+    nbformat.write(nb, tmp_path / "notebooks" / "busy.ipynb")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "nb.py"), "busy", ""], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (tmp_path / "kernel.pid").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    kernel = int((tmp_path / "kernel.pid").read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches nb.py's group, not the kernel
+    t0 = time.time()
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted" in output, output
+    assert time.time() - t0 < 20
+    while time.time() - t0 < 20 and Path(f"/proc/{kernel}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{kernel}").exists() and not (tmp_path / "finished").exists()
 
 
 # --- AutoAttack with fewer than 10 classes ---------------------------------------------------------

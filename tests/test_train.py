@@ -12,7 +12,7 @@ from dualat.data import BatchStream
 from dualat.losses import at_ce, bce_energy
 from dualat.models import WideResNet
 from dualat.sampling import sample_conditional
-from dualat.train import NonFiniteLoss, freeze_bn, stage2_step, train_stage1, train_stage2
+from dualat.train import NonFiniteLoss, Run, freeze_bn, stage2_step, train_stage1, train_stage2
 
 ATTACK = AttackConfig(eps=0.5, step_size=0.2, steps=2, variant="ratio", momentum=0.9)
 PLAIN = dataclasses.replace(ATTACK, variant="plain", momentum=0.0)
@@ -242,3 +242,48 @@ def test_training_records_a_few_progress_lines_when_not_watched(tmp_path, monkey
     assert len(stage1) + len(stage2) == len(lines) and 2 <= len(stage1) <= 6 and 2 <= len(stage2) <= 6
     assert stage1[-1].startswith("stage 1: 8/8 (100%)") and "robust=" in stage1[-1]
     assert stage2[-1].startswith("stage 2: 8/8 (100%)") and "T=" in stage2[-1]
+
+
+class _Killed(Exception):
+    """Stands for a kill right after a checkpoint."""
+
+
+def _kill_after_checkpoint_at(step, monkeypatch):
+    """Make Run.checkpoint end the process (raise _Killed) once last.pt of `step` is written."""
+    original = Run.checkpoint
+
+    def checkpoint_then_die(self):
+        original(self)
+        if self.step == step:
+            raise _Killed
+
+    monkeypatch.setattr(Run, "checkpoint", checkpoint_then_die)
+
+
+def _selected_metrics(folder):
+    return {p.name: checkpoint.load(p)["metrics"] for p in sorted(folder.glob("*.pt")) if p.name != "last.pt"}
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_resumed_history_equals_uninterrupted(tmp_path, monkeypatch, stage):
+    """Killed after a checkpoint between two evaluations (step 6; evaluations at 4 and 8), the
+    resumed run logs the same history, byte for byte, and stores the same selected metrics: the
+    batch statistics summed since the last evaluation are part of last.pt."""
+
+    def train(out, **kw):
+        c, g, o = _streams()
+        if stage == "stage1":
+            return train_stage1(_model(), STAGE1, c, 4, _test_xy(), out, progress=False, **kw)
+        return train_stage2(_model(), STAGE2, c, g, o, _test_xy(), out, progress=False, **kw)
+
+    full = train(tmp_path / "full")
+    with monkeypatch.context() as m:
+        _kill_after_checkpoint_at(6, m)
+        with pytest.raises(_Killed):
+            train(tmp_path / "part", checkpoint_every=3)
+    assert checkpoint.load(tmp_path / "part" / "last.pt")["step"] == 6
+    resumed = train(tmp_path / "part", checkpoint_every=3)
+    assert [h["step"] for h in full["history"]] == [4, 8]
+    assert (tmp_path / "part" / "history.json").read_bytes() == (tmp_path / "full" / "history.json").read_bytes()
+    assert resumed["history"] == full["history"] and resumed["best"] == full["best"]
+    assert _selected_metrics(tmp_path / "part") == _selected_metrics(tmp_path / "full")
