@@ -5,7 +5,8 @@ a verdict column and names its quantities in the report's one vocabulary
 `paper` shows no difference column in the tables of results (a quick number minus the paper's
 means nothing); every measured accuracy and AUROC of Tables 1, 2, 7 and 10-12 reads
 "x ± s (n = N)"; no file under reports/ names a machine folder (the repository root, the data
-root, the Python environment, the home folder)."""
+root, the Python environment, the home folder); the three CIFAR-10 models each have a model card, a
+RobustBench-format JSON, SHA256SUMS and safetensors weights under reports/models/, linked from the index."""
 
 import csv
 import json
@@ -40,6 +41,22 @@ def files_and_links(index: str) -> list[str]:
         if f"notebooks/{nb.name}" not in index:
             problems.append(f"index link to notebooks/{nb.name}")
     return problems + [f"index section {s}" for s in SECTIONS if index and s not in index]
+
+
+CARD_FILES = ("README.md", "robustbench.json", "SHA256SUMS", "model.safetensors")
+
+
+def model_cards(index: str) -> list[str]:
+    """The card files of the three CIFAR-10 models (reports/models/dualat-cifar10-<method>/)."""
+    problems = []
+    for method in ("standard-at", "ratio", "dualat"):
+        for name in CARD_FILES:
+            rel = f"models/dualat-cifar10-{method}/{name}"
+            if not (REPORTS / rel).exists():
+                problems.append(rel)
+            if rel not in index:
+                problems.append(f"index link to {rel}")
+    return problems
 
 
 def table_contents(profile: str) -> list[str]:
@@ -106,7 +123,7 @@ def main() -> int:
     metrics_path = REPORTS / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     problems = files_and_links(index) + table_contents(metrics.get("profile", "paper"))
-    problems += uncertainty_cells() + machine_paths()
+    problems += uncertainty_cells() + machine_paths() + model_cards(index)
     if "comparisons" not in metrics:
         problems.append("comparisons in reports/metrics.json")
     if problems:
