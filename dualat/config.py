@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("paper", "quick", "proxy")
+PROFILES = ("paper", "quick", "proxy", "paper_t50")
 DATASETS = ("cifar10", "cifar100", "rin")
 METHODS = ("standard_at", "ratio", "dualat")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "rin": 9}
@@ -499,6 +499,16 @@ def check(cfg: Config, dataset: str) -> None:
         )
     if cfg.compute.nproc_per_node != "auto":  # "auto" is checked at launch, where the GPUs are known
         check_world(cfg, dataset, world_size(cfg.compute))
+    for method in METHODS:  # "released:<name>" must name a registered released checkpoint
+        value = getattr(cfg.evaluate.checkpoints, method)
+        if value.startswith("released:"):
+            from dualat.released import REGISTRY  # lazy: config is imported by everything
+
+            if value.split(":", 1)[1] not in REGISTRY:
+                raise ConfigError(
+                    f"{where}.evaluate.checkpoints.{method} names no released checkpoint: {value!r} "
+                    f"(known: {', '.join(sorted(REGISTRY))}; python -m dualat.released list)"
+                )
     late = [m for m in cfg.stage1.optim.milestones if m >= cfg.stage1.epochs]
     if late:
         raise ConfigError(

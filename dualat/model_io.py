@@ -32,7 +32,8 @@ def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
     evaluated instead of the trained model), else `trained_model`."""
     external = getattr(cfg.evaluate.checkpoints, _checked(method))
     if external:
-        return Path(external), f"external checkpoint {external} (evaluate.checkpoints.{method})"
+        path = resolve_external(external)
+        return Path(path), f"external checkpoint {external} (evaluate.checkpoints.{method})"
     return trained_model(cfg, method)
 
 
@@ -41,6 +42,14 @@ def _checked(method: str) -> str:
     if method not in METHOD_STAGE:
         raise ConfigError(f"method must be one of {', '.join(METHOD_STAGE)}, got {method!r}")
     return method
+
+
+def resolve_external(value: str) -> str:
+    """The file of an `evaluate.checkpoints.<method>` value: "released:<name>" is resolved (and
+    hash-checked, downloaded where possible) by `released.resolve`; a path is returned as it is."""
+    from dualat import released  # lazy: released imports the evaluation code
+
+    return released.resolve_checkpoint(value)
 
 
 def trained_model(cfg: Config, method: str) -> tuple[Path, str]:

@@ -25,7 +25,7 @@ from dualat.reports.model_cards import write_model_cards
 from dualat.reports.paths import write_public
 from dualat.reports.proxy_section import proxy_section
 from dualat.reports.reading import REPORTS, RESULTS, reason_note, record, short_reason, value
-from dualat.reports.tables import TABLES, autoattack_warnings, page, write_table
+from dualat.reports.tables import PROFILE_TABLES, TABLES, autoattack_warnings, page, write_table
 from dualat.reports.verdicts import verdict_rule
 from dualat.reports.vocabulary import DATASET_NAMES, FIGURE_TITLES, METHOD_NAMES, TABLE_TITLES
 
@@ -220,7 +220,7 @@ def write_index(
 def build(profile: str | None = None) -> Path:
     """Write every table, figure, reports/metrics.json and reports/index.html; return the index."""
     profile = profile or read_params()["profile"]
-    tables = {n: write_table(n, fn(), profile) for n, fn in TABLES.items()}
+    tables = {n: write_table(n, fn(profile) if n in PROFILE_TABLES else fn(), profile) for n, fn in TABLES.items()}
     figures = {n: fn(profile) for n, fn in FIGURES.items()}
     comps = {"cifar10": comparisons("cifar10")}
     write_metrics(profile, comps)
