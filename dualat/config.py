@@ -236,6 +236,8 @@ class SampleConfig:
     # FID as the paper's released code computed it (legacy_pytorch) or clean-fid's "clean" mode
     fid_mode: str = field(metadata=one_of("legacy_pytorch", "clean"))
     fid_weights: str  # the mode's network weights; "" = its default lookup (metrics.fid_weights)
+    # a second FID mode computed from the same samples (its weights: the mode's default lookup); "" = none
+    fid_second_mode: str = field(metadata=one_of("", "legacy_pytorch", "clean"))
     is_weights: str  # pytorch-fid's 1008-class Inception (.pth) for the Inception Score; "" = none
     seeds: tuple[int, ...] = field(metadata=_check(lambda v: len(v) >= 1, "must hold at least one seed"))
     selection_seed: int  # draws the held-out seed images of training-time FID and Table 8's grid

@@ -5,6 +5,7 @@ with DataParallel's `module.` prefix) is registered under a test name with a fil
 hash-recorded, resolved through `evaluate.checkpoints.dualat: released:<name>`, evaluated, and
 compared with its reported numbers; a changed file is refused."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -198,3 +199,65 @@ def test_verdicts_read_against_the_variant_that_ran(tmp_path, monkeypatch):
         fid = dual["FID (conditional)"]
         assert fid["paper"] == fid_ref and fid["verdict"].startswith(verdict), (profile, fid)
     assert "T=50" in verdicts.verdict_rule("paper_t50") and "T=50" not in verdicts.verdict_rule("paper")
+
+
+# --- both FID modes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(ROOT is None, reason="offline CIFAR-10 shards not found")
+def test_paper_profile_records_both_fid_modes_from_the_same_samples(tiny_wrn, tmp_path, monkeypatch):
+    """The paper profile's generation record holds FID in legacy_pytorch (the paper's) and clean
+    mode, mean ± std over seeds. Stand-in extractors where the real weights are absent: the clean
+    one is 2x the legacy one, so on the same samples and reference each clean FID is exactly 4x
+    (FID is homogeneous of degree 2 in the features)."""
+    from dualat import checkpoint
+    from dualat.evaluation import generation
+
+    monkeypatch.setattr(model_io, "new_model", lambda cfg: tiny_wrn)
+    small = {
+        "data.ood": "tinyimagenet32", "data.n_test": 8, "data.n_ood": 10, "data.ood_exclude": "",
+        "model.depth": 10, "model.widen_factor": 1, "sample.n_samples": 6, "sample.n_grid_samples": 2,
+        "sample.steps_grid": [1], "sample.steps.dualat": 1, "sample.fid_ref_n": 8, "sample.batch_size": 6,
+        "sample.seeds": [0, 1], "sample.kid_subsets": 2, "stage2.eval_fid_samples": 2,
+    }  # fmt: skip
+    cfg = config.load(REPO / "params.yaml", dataset="cifar10", profile="paper", overrides=small)
+    cfg = dataclasses.replace(cfg, data_root=str(ROOT))
+    assert (cfg.sample.fid_mode, cfg.sample.fid_second_mode) == ("legacy_pytorch", "clean")
+    path = checkpoint.save(tmp_path / "model" / "final.pt", {"model": tiny_wrn.state_dict()})
+    features = {"legacy_pytorch": _pooled, "clean": lambda x: 2 * _pooled(x)}
+    m = generation.generation(cfg, "dualat", path, tmp_path / "ref" / "stats.npz", tmp_path / "eval",
+                              features=features, progress=False)  # fmt: skip
+    legacy, clean = m["fid_modes"]["legacy_pytorch"], m["fid_modes"]["clean"]
+    assert (
+        legacy["fid_conditional"] == m["fid_conditional"] and legacy["fid_conditional_std"] == m["fid_conditional_std"]
+    )
+    for kind in ("conditional", "unconditional"):
+        assert clean[f"fid_{kind}"] == pytest.approx(4 * legacy[f"fid_{kind}"], rel=1e-6)
+        assert clean[f"fid_{kind}_std"] == pytest.approx(4 * legacy[f"fid_{kind}_std"], rel=1e-6)
+        per_seed = [r[f"fid_{kind}"] for r in m["per_seed"]]
+        assert legacy[f"fid_{kind}"] == pytest.approx(np.mean(per_seed))
+        assert legacy[f"fid_{kind}_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert legacy["protocol"] == "pytorch-fid legacy, 6 class-balanced, vs CIFAR-10 train 8, T=1, seeds 0-1"
+    assert clean["protocol"].startswith("clean-fid clean, 6 class-balanced")
+    assert m["fid_protocol"]["text"] == legacy["protocol"]
+    assert (tmp_path / "ref" / "clean" / "stats.npz").is_file()  # the second mode's own reference
+
+
+def test_tables_show_both_fid_modes_with_their_protocols(tmp_path, monkeypatch):
+    from dualat.reports import tables, tables_results
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    modes = {
+        "legacy_pytorch": {"fid_conditional": 9.1, "fid_conditional_std": 0.03, "protocol": "pytorch-fid legacy, 50K"},
+        "clean": {"fid_conditional": 10.2, "fid_conditional_std": 0.04, "protocol": "clean-fid clean, 50K"},
+    }
+    gen = {"fid_conditional": 9.1, "fid_conditional_std": 0.03, "fid_modes": modes}
+    _write(tmp_path / "results/cifar10/dualat/generation/generation.json", gen)
+    rows = {r["quantity"]: r for r in tables_results.table1("paper") if r["setting"] == "CIFAR-10 Dual-AT"}
+    assert rows["FID (conditional)"]["paper"] == 9.07  # the paper's own mode carries the verdict
+    clean = rows["FID, clean-fid clean mode (conditional)"]
+    assert (clean["ours"], clean["std"], clean["note"], clean["kind"]) == (10.2, 0.04, "clean-fid clean, 50K", "info")
+    assert rows["FID, pytorch-fid legacy mode (conditional)"]["ours"] == 9.1
+    notes = tables.fid_protocols((("cifar10", "dualat", "generation"),))
+    assert "FID protocol, CIFAR-10 Dual-AT, clean: clean-fid clean, 50K" in notes

@@ -142,6 +142,9 @@ def fid_protocols(records: tuple[tuple[str, str, str], ...]) -> list[str]:
             else _describe_value(protocol)
         )
         lines.append(f"FID/KID protocol, {model_name(dataset, method)}: {text}")
+        modes = value(gen, "fid_modes")  # one line per FID mode: the protocol as one string
+        for mode, per in modes.items() if isinstance(modes, dict) else ():
+            lines.append(f"FID protocol, {model_name(dataset, method)}, {mode}: {value(per, 'protocol')}")
     return lines
 
 

@@ -27,6 +27,19 @@ def fid_kid_rows(name: str, gen: Any, mode: str, paper_fid: Any, paper_std: Any 
     ]  # fmt: skip
 
 
+def fid_mode_rows(name: str, gen: Any, mode: str) -> list[dict]:
+    """The `mode` FID (± std over seeds) of every FID mode of the record (`fid_modes`), each with
+    its protocol: the same samples scored by each implementation (none for a one-mode record)."""
+    modes = value(gen, "fid_modes")
+    if not isinstance(modes, dict) or len(modes) < 2:
+        return []
+    return [
+        row(name, quantity(f"fid_{m}", mode), None, value(r, f"fid_{mode}"), value(r, "protocol"), kind="info",
+            std=value(r, f"fid_{mode}_std"))
+        for m, r in modes.items()
+    ]  # fmt: skip
+
+
 def control_rows(dataset: str) -> list[dict]:
     """The seed images x0 themselves against the reference set: the floor a sampler must beat."""
     gen = record(dataset, "dualat", "generation")
@@ -80,6 +93,7 @@ def table_accuracy_generation(dataset: str, paper: dict, paper_std: bool = True)
             rows.append(row(name, quantity("inception_score"), ref["inception_score"], value(gen, "inception_score"),
                             notes.get("inception_score", ""), tol="inception_score"))  # fmt: skip
         rows += fid_kid_rows(name, gen, "conditional", ref.get("fid"), std.get("fid"))
+        rows += fid_mode_rows(name, gen, "conditional")
     return rows + control_rows(dataset)
 
 
@@ -142,5 +156,6 @@ def table9() -> list[dict]:
         name = DATASET_NAMES[dataset] + (" (external model)" if external else "")
         for mode, per in paper_values.TABLE9.items():
             rows += fid_kid_rows(name, gen, mode, per[dataset])
+            rows += fid_mode_rows(name, gen, mode)
         rows += control_rows(dataset)
     return rows

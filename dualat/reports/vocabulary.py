@@ -32,6 +32,9 @@ QUANTITIES = {
     "pgd_acc": "robust accuracy, PGD L2 eps=0.5 (%)",
     "inception_score": "IS",
     "fid": "FID",
+    # the same samples scored in each FID mode (sample.fid_mode and sample.fid_second_mode)
+    "fid_legacy_pytorch": "FID, pytorch-fid legacy mode",
+    "fid_clean": "FID, clean-fid clean mode",
     "kid": "KID ×10³",
     "n_samples": "samples (images)",
     "steps": "sampling PGD steps T",
