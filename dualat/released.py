@@ -292,6 +292,29 @@ def comparison_rows(name: str, results: dict, profile: str) -> list[dict]:
     return rows
 
 
+def ood_rows(name: str, results: dict, profile: str) -> list[dict]:
+    """AUROC rows of Tables 10-11 for an entry behind the paper's numbers (its Dual-AT runs of
+    Tables 1-2, RATIO): per OOD set, score and input (clean / adversarial, L2 eps_o of the run)."""
+    from dualat.reports.reading import value
+    from dualat.reports.verdicts import row, verdict
+
+    e = entry(name)
+    columns = {
+        "ratio": {"ratio": "max_prob"},
+        "dualat": {"dualat_max_prob": "max_prob", "dualat_neg_energy": "neg_energy"},
+    }
+    if "ood" not in results or not any(source.startswith("paper") for source in e.reported):
+        return []
+    rows = []
+    for ood_set, ref in paper_values.OOD.get(e.dataset, {}).items():
+        for column, score in columns[e.method].items():
+            for i, inputs in enumerate(("clean", "adversarial")):
+                ours = value(results["ood"], "sets", ood_set, score, inputs)
+                r = row(f"paper Table 10-11, {ood_set}, {score}", f"auroc_{inputs}", ref[column][i], ours, tol="auroc")
+                rows.append(r | {"verdict": verdict(r, profile)})
+    return rows
+
+
 def table_text(name: str, rows: list[dict], cfg) -> str:
     """The paper-vs-measured table as text, with the threat model and FID protocol."""
     from dualat import protocol
@@ -300,12 +323,13 @@ def table_text(name: str, rows: list[dict], cfg) -> str:
     e = entry(name)
     head = [
         f"{name}: {e.dataset} {e.method}, sampling steps T={e.sample_steps} (released evaluation config {e.config})",
-        f"robust accuracy: {protocol.threat_model(cfg)}; FID: {protocol.fid_protocol(cfg, e.sample_steps)}",
+        f"robust accuracy: {protocol.threat_model(cfg)}; FID: {protocol.fid_protocol(cfg, e.sample_steps)}; "
+        f"adversarial OOD inputs: L2 PGD, eps_o={cfg.evaluate.ood_attack.eps:g}",
     ]
-    lines = [f"{'source':46} {'quantity':11} {'reported':>9} {'measured':>9}  verdict"]
+    lines = [f"{'source':46} {'quantity':16} {'reported':>9} {'measured':>9}  verdict"]
     for r in rows:
         ours = cell_text(r["ours"]) if not hasattr(r["ours"], "reason") else "not computed"
-        lines.append(f"{r['setting']:46} {r['quantity']:11} {cell_text(r['paper']):>9} {ours:>9}  {r['verdict']}")
+        lines.append(f"{r['setting']:46} {r['quantity']:16} {cell_text(r['paper']):>9} {ours:>9}  {r['verdict']}")
     return "\n".join(head + lines)
 
 
@@ -332,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
     results = evaluate(args.name, args.profile, overrides, tuple(args.groups.split(",")))
     cfg = released_config(args.name, args.profile, overrides)
-    print(table_text(args.name, comparison_rows(args.name, results, args.profile), cfg))
+    rows = comparison_rows(args.name, results, args.profile) + ood_rows(args.name, results, args.profile)
+    print(table_text(args.name, rows, cfg))
     return 0
 
 

@@ -261,3 +261,12 @@ def test_tables_show_both_fid_modes_with_their_protocols(tmp_path, monkeypatch):
     assert rows["FID, pytorch-fid legacy mode (conditional)"]["ours"] == 9.1
     notes = tables.fid_protocols((("cifar10", "dualat", "generation"),))
     assert "FID protocol, CIFAR-10 Dual-AT, clean: clean-fid clean, 50K" in notes
+
+
+def test_ood_rows_judge_the_papers_auroc_within_tolerance():
+    res = {"ood": {"sets": {"svhn": {"max_prob": {"clean": 0.9609 + 0.019, "adversarial": 0.8334 - 0.021}}}}}
+    rows = {(r["setting"], r["quantity"]): r for r in released.ood_rows("dualat-cifar10-t40-seed0", res, "paper")}
+    assert rows["paper Table 10-11, svhn, max_prob", "auroc_clean"]["verdict"].startswith("within")
+    assert rows["paper Table 10-11, svhn, max_prob", "auroc_adversarial"]["verdict"].startswith("outside")
+    assert rows["paper Table 10-11, svhn, neg_energy", "auroc_clean"]["verdict"] == "not computed"
+    assert released.ood_rows("dualat-cifar10-t50", res, "paper") == []  # no published AUROC for T=50
