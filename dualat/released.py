@@ -244,18 +244,19 @@ def evaluate(
     out: str | Path = "results/released", features=None, progress: bool = True,
 ) -> dict:  # fmt: skip
     """Evaluate the released file `name` through `groups` (records under out/<name>/<group>/);
-    returns {group: metrics}. `features`: a stand-in for the FID network (tests)."""
+    returns {group: metrics}. `features`: stand-in FID network(s), one or {FID mode: one} (tests)."""
     from dualat import artifacts, model_io
     from dualat.evaluation import classification, counterfactuals, generation, ood_detection
 
     e, cfg = entry(name), released_config(name, profile, overrides)
     path, out = model_io.selected_model(cfg, e.method)[0], Path(out) / name
+    primary = features.get(cfg.sample.fid_mode) if isinstance(features, dict) else features  # counterfactual FID
     runs = {
         "accuracy": lambda: classification.accuracy(cfg, e.method, path, out / "accuracy", progress=progress),
         "generation": lambda: generation.generation(cfg, e.method, path, artifacts.fid_ref_path(e.dataset),
                                                     out / "generation", features=features, progress=progress),
         "counterfactuals": lambda: counterfactuals.counterfactuals(
-            cfg, e.method, path, out / "counterfactuals", artifacts.real_features_path(e.dataset), features=features,
+            cfg, e.method, path, out / "counterfactuals", artifacts.real_features_path(e.dataset), features=primary,
             progress=progress),
         "ood": lambda: ood_detection.ood(cfg, e.method, path, out / "ood", progress=progress),
     }  # fmt: skip
