@@ -48,11 +48,16 @@ CARD_FILES = ("README.md", "robustbench.json", "SHA256SUMS", "model.safetensors"
 
 
 def model_cards(index: str) -> list[str]:
-    """The card files of the three CIFAR-10 models (reports/models/dualat-cifar10-<method>/)."""
+    """The card files of every CIFAR-10 model whose accuracy record names a checkpoint that is
+    here (the pipeline's three models; reports/models/dualat-cifar10-<method>/), linked."""
     problems = []
-    for method in ("standard-at", "ratio", "dualat"):
+    for method in ("standard_at", "ratio", "dualat"):
+        rec = Path("results") / "cifar10" / method / "accuracy" / "accuracy.json"
+        ckpt = (json.loads(rec.read_text()).get("checkpoint") or {}).get("path") if rec.is_file() else None
+        if not ckpt or not Path(ckpt).is_file():
+            continue
         for name in CARD_FILES:
-            rel = f"models/dualat-cifar10-{method}/{name}"
+            rel = f"models/dualat-cifar10-{method.replace('_', '-')}/{name}"
             if not (REPORTS / rel).exists():
                 problems.append(rel)
             if rel not in index:

@@ -164,15 +164,19 @@ def _flat(tree, prefix=""):
 
 
 def test_paper_t50_is_the_paper_profile_with_the_t50_values():
-    for dataset, changed in {
+    """paper_t50 holds the T=50 configuration's values; every other key equals the paper profile's
+    (a change of the paper block must be made in paper_t50 too)."""
+    t50_values = {
         "cifar10": {"stage2.sampler.T_max": 50, "stage2.sampler.auc_threshold": 0.7, "sample.steps.dualat": 35},
         "cifar100": {"stage2.sampler.T_max": 50, "stage2.sampler.auc_threshold": 0.75, "sample.steps.dualat": 33},
         "rin": {},
-    }.items():
+    }
+    for dataset, values in t50_values.items():
         paper, t50 = (_flat(config.to_dict(config.load(REPO / "params.yaml", dataset=dataset, profile=p)))
                       for p in ("paper", "paper_t50"))  # fmt: skip
-        diff = {k: t50[k] for k in paper if paper[k] != t50[k] and k != "profile"}
-        assert diff == changed, dataset
+        assert {k: t50[k] for k in values} == values, dataset
+        diff = {k for k in paper if paper[k] != t50[k] and k != "profile"}
+        assert diff <= set(values), (dataset, diff)
 
 
 def _write(path: Path, metrics: dict) -> None:

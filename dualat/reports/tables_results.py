@@ -73,8 +73,9 @@ def accuracy_rows(name: str, acc: Any, paper: dict, notes: dict, dataset: str = 
     robust, n_aa = value(acc, "autoattack", "robust_acc"), value(acc, "autoattack", "n")
     return [
         _accuracy_row(name, "clean_acc", paper.get("clean_acc"), clean, n_test, notes.get("clean_acc", "")),
-        _accuracy_row(name, "robust_acc", paper.get("robust_acc"), robust, n_aa, notes.get("robust_acc", ""),
-                      robust_key(dataset)),  # fmt: skip
+        _accuracy_row(
+            name, "robust_acc", paper.get("robust_acc"), robust, n_aa, notes.get("robust_acc", ""), robust_key(dataset)
+        ),  # fmt: skip
     ]
 
 
