@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "artifacts", "attacks", "bookkeeping", "checkpoint", "config", "curriculum", "data", "datasets", "ema", "energy", "evaluation",
-    "explore", "fid_reference", "fid_weights", "generate", "losses", "metrics", "model_io", "models", "paper_values", "preflight", "progress", "proxy",
-    "records", "reports", "runs", "sampling", "stages", "train", "views",
+    "explore", "fid_reference", "fid_weights", "generate", "losses", "metrics", "model_io", "models", "paper_values", "preflight", "progress", "protocol", "proxy",
+    "records", "released", "reports", "runs", "sampling", "stages", "train", "views",
 }  # fmt: skip
 
 

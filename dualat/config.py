@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("paper", "quick", "proxy")
+PROFILES = ("paper", "quick", "proxy", "paper_t50")
 DATASETS = ("cifar10", "cifar100", "rin")
 METHODS = ("standard_at", "ratio", "dualat")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "rin": 9}
@@ -236,6 +236,8 @@ class SampleConfig:
     # FID as the paper's released code computed it (legacy_pytorch) or clean-fid's "clean" mode
     fid_mode: str = field(metadata=one_of("legacy_pytorch", "clean"))
     fid_weights: str  # the mode's network weights; "" = its default lookup (metrics.fid_weights)
+    # a second FID mode computed from the same samples (its weights: the mode's default lookup); "" = none
+    fid_second_mode: str = field(metadata=one_of("", "legacy_pytorch", "clean"))
     is_weights: str  # pytorch-fid's 1008-class Inception (.pth) for the Inception Score; "" = none
     seeds: tuple[int, ...] = field(metadata=_check(lambda v: len(v) >= 1, "must hold at least one seed"))
     selection_seed: int  # draws the held-out seed images of training-time FID and Table 8's grid
@@ -499,6 +501,16 @@ def check(cfg: Config, dataset: str) -> None:
         )
     if cfg.compute.nproc_per_node != "auto":  # "auto" is checked at launch, where the GPUs are known
         check_world(cfg, dataset, world_size(cfg.compute))
+    for method in METHODS:  # "released:<name>" must name a registered released checkpoint
+        value = getattr(cfg.evaluate.checkpoints, method)
+        if value.startswith("released:"):
+            from dualat.released import REGISTRY  # lazy: config is imported by everything
+
+            if value.split(":", 1)[1] not in REGISTRY:
+                raise ConfigError(
+                    f"{where}.evaluate.checkpoints.{method} names no released checkpoint: {value!r} "
+                    f"(known: {', '.join(sorted(REGISTRY))}; python -m dualat.released list)"
+                )
     late = [m for m in cfg.stage1.optim.milestones if m >= cfg.stage1.epochs]
     if late:
         raise ConfigError(

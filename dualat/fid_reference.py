@@ -6,6 +6,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,27 @@ def inception(cfg: Config | None = None) -> metrics.InceptionFeatures:
     if cfg is None:
         return metrics.InceptionFeatures(device=device())
     return metrics.InceptionFeatures(cfg.sample.fid_weights or None, device=device(), mode=cfg.sample.fid_mode)
+
+
+def fid_modes(cfg: Config) -> tuple[str, ...]:
+    """The FID modes of an evaluation: `sample.fid_mode`, then `sample.fid_second_mode` if set."""
+    second = cfg.sample.fid_second_mode
+    return (cfg.sample.fid_mode,) + ((second,) if second and second != cfg.sample.fid_mode else ())
+
+
+def with_mode(cfg: Config, mode: str) -> Config:
+    """`cfg` computing FID in `mode`; a second mode's weights are its default lookup (the file of
+    `sample.fid_weights` belongs to `sample.fid_mode`)."""
+    if mode == cfg.sample.fid_mode:
+        return cfg
+    return dataclasses.replace(cfg, sample=dataclasses.replace(cfg.sample, fid_mode=mode, fid_weights=""))
+
+
+def mode_ref_path(cfg: Config, ref_path: str | Path, mode: str) -> Path:
+    """The reference statistics of `mode`: `ref_path` for `sample.fid_mode`, <folder>/<mode>/<name>
+    for the second mode (its features.npz beside it)."""
+    ref_path = Path(ref_path)
+    return ref_path if mode == cfg.sample.fid_mode else ref_path.parent / mode / ref_path.name
 
 
 def fid_weights(cfg: Config) -> dict:

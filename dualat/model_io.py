@@ -14,6 +14,7 @@ from dualat.artifacts import model_dir
 from dualat.checkpoint import CheckpointError
 from dualat.config import Config, ConfigError
 from dualat.models import build_model, load_released, strip_prefixes
+from dualat.records import atomic_open
 
 METHOD_STAGE = {"standard_at": "stage1", "ratio": "stage1", "dualat": "stage2"}
 # The reported model of each method: stage 1 / RATIO by best robust accuracy, Dual-AT by best FID.
@@ -31,7 +32,8 @@ def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
     evaluated instead of the trained model), else `trained_model`."""
     external = getattr(cfg.evaluate.checkpoints, _checked(method))
     if external:
-        return Path(external), f"external checkpoint {external} (evaluate.checkpoints.{method})"
+        path = resolve_external(external)
+        return Path(path), f"external checkpoint {external} (evaluate.checkpoints.{method})"
     return trained_model(cfg, method)
 
 
@@ -40,6 +42,14 @@ def _checked(method: str) -> str:
     if method not in METHOD_STAGE:
         raise ConfigError(f"method must be one of {', '.join(METHOD_STAGE)}, got {method!r}")
     return method
+
+
+def resolve_external(value: str) -> str:
+    """The file of an `evaluate.checkpoints.<method>` value: "released:<name>" is resolved (and
+    hash-checked, downloaded where possible) by `released.resolve`; a path is returned as it is."""
+    from dualat import released  # lazy: released imports the evaluation code
+
+    return released.resolve_checkpoint(value)
 
 
 def trained_model(cfg: Config, method: str) -> tuple[Path, str]:
@@ -154,3 +164,73 @@ def _weights_of(state: dict, weights: str, path: Path) -> dict:
         if isinstance(state.get(wrapper), dict):
             return state[wrapper]
     return state
+
+
+# --- safetensors export (model cards, reports/models/) -----------------------------------------------
+
+
+def selected_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint of this project (or a released state dict) holds for evaluation,
+    prefixes stripped (`load_model`'s "selected" weights), as plain contiguous CPU tensors."""
+    state = checkpoint.load(path)
+    return {
+        k: v.detach().cpu().contiguous() for k, v in strip_prefixes(_weights_of(state, "selected", Path(path))).items()
+    }
+
+
+def normalisation_text(cfg: Config) -> str:
+    """How inputs are normalised by `cfg`'s model: the constants live in `forward`, not in the weights."""
+    norm = new_model_spec(cfg).normalize
+    mean, std = (tuple(float(v) for v in t.flatten()) for t in (norm.mean, norm.std))
+    return (
+        f"inputs in [0, 1], NCHW; forward applies (x - mean) / std with mean {mean}, std {std}; not in the state dict"
+    )
+
+
+def new_model_spec(cfg: Config) -> nn.Module:
+    """`cfg`'s model on the CPU (for its layout and constants; no device transfer)."""
+    return build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor)
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, cfg: Config) -> Path:
+    """Write a plain state dict as safetensors (atomically) with metadata: architecture, classes,
+    normalisation (`normalisation_text`). Read back with `load_safetensors`."""
+    from safetensors.torch import save  # lazy: only the report stage exports
+
+    metadata = {
+        "architecture": f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}",
+        "num_classes": str(cfg.data.num_classes),
+        "dataset": cfg.data.dataset,
+        "normalisation": normalisation_text(cfg),
+        "loader": "dualat.model_io.load_safetensors(cfg, path)",
+    }
+    with atomic_open(path, "wb") as fh:
+        fh.write(save(state_dict, metadata=metadata))
+    return Path(path)
+
+
+def load_safetensors(cfg: Config, path: str | Path) -> nn.Module:
+    """A model of `cfg` in eval mode from a safetensors file written by `save_safetensors` (or any
+    safetensors state dict of the same layout); strict load; a one-line error names a mismatch."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file {path} not found")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    ours = f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}"
+    if meta.get("architecture", ours) != ours or meta.get("num_classes", str(cfg.data.num_classes)) != str(
+        cfg.data.num_classes
+    ):
+        raise ValueError(
+            f"{path} holds a {meta['architecture']} model with {meta['num_classes']} classes; "
+            f"params.yaml ({cfg.profile}.{cfg.data.dataset}) wants {ours} with {cfg.data.num_classes} classes"
+        )
+    model = new_model(cfg)
+    try:
+        load_released(model, load_file(str(path), device="cpu"))
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit {ours}: {str(err).splitlines()[0]}") from None
+    return model.eval()

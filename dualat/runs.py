@@ -92,15 +92,19 @@ NOT_TRAINING_CODE = (
     "paper_values",
     "preflight",  # checks before training; it stops a stage or lets it run, it computes nothing of it
     "progress",
+    "protocol",  # the FID protocol / threat model strings of records and reports
     "proxy",  # "proxy" and "proxy_eval" drive the GPU chain and its evaluation; no pipeline stage
     "proxy_eval",  # imports them
     "records",
+    "released",  # which released file is evaluated (its sha256 is in every record's key)
     "reports",
     "runs",
     "views",
 )
 # Modules that cannot change an evaluation's numbers.
-NOT_EVALUATION_CODE = ("explore", "paper_values", "progress", "proxy", "proxy_eval", "reports", "runs", "views")
+NOT_EVALUATION_CODE = (
+    "explore", "paper_values", "progress", "proxy", "proxy_eval", "released", "reports", "runs", "views",
+)  # fmt: skip
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

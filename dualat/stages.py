@@ -43,6 +43,12 @@ def prepare(cfg: Config, out_dir: str | Path) -> dict:
     if reason is None and missing is None:
         mu, _ = fid_reference.reference_stats(cfg, out_dir / "fid_ref" / "stats.npz")
         artifacts.write_status(out_dir / "fid_ref", None, n_images=cfg.sample.fid_ref_n or info["n_train"], dim=len(mu))
+        for mode in fid_reference.fid_modes(cfg)[1:]:  # sample.fid_second_mode, when its weights are here
+            other = fid_reference.with_mode(cfg, mode)
+            if fid_reference.fid_weights(other).get("missing") is None:
+                fid_reference.reference_stats(
+                    other, fid_reference.mode_ref_path(cfg, out_dir / "fid_ref" / "stats.npz", mode)
+                )
     else:
         artifacts.write_status(out_dir / "fid_ref", reason if reason is not None else missing)
     return status

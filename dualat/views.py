@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image, Markdown, display
 
+from dualat.paper_values import PAPER_PROFILES
 from dualat.records import NotComputed, read_record
 from dualat.reports.figures import counterfactual_curve
 from dualat.reports.reading import is_number, percent, value
@@ -39,7 +40,7 @@ def _record(out_dir: Path, group: str) -> tuple[dict | NotComputed, str]:
     profile = record.get("config", {}).get("profile", "paper")
     headline = value(record["metrics"], HEADLINE[group])
     metrics = headline if isinstance(headline, NotComputed) else record["metrics"]
-    return metrics, "" if profile == "paper" else CAVEAT.format(profile=profile)
+    return metrics, "" if profile in PAPER_PROFILES else CAVEAT.format(profile=profile)
 
 
 def _accuracy(p: Any, n: Any) -> str:

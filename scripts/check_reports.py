@@ -5,7 +5,8 @@ a verdict column and names its quantities in the report's one vocabulary
 `paper` shows no difference column in the tables of results (a quick number minus the paper's
 means nothing); every measured accuracy and AUROC of Tables 1, 2, 7 and 10-12 reads
 "x ± s (n = N)"; no file under reports/ names a machine folder (the repository root, the data
-root, the Python environment, the home folder)."""
+root, the Python environment, the home folder); the three CIFAR-10 models each have a model card, a
+RobustBench-format JSON, SHA256SUMS and safetensors weights under reports/models/, linked from the index."""
 
 import csv
 import json
@@ -13,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from dualat.paper_values import PAPER_PROFILES
 from dualat.reports.uncertainty import PM_N
 from dualat.reports.vocabulary import QUANTITIES, quantity
 
@@ -42,6 +44,27 @@ def files_and_links(index: str) -> list[str]:
     return problems + [f"index section {s}" for s in SECTIONS if index and s not in index]
 
 
+CARD_FILES = ("README.md", "robustbench.json", "SHA256SUMS", "model.safetensors")
+
+
+def model_cards(index: str) -> list[str]:
+    """The card files of every CIFAR-10 model whose accuracy record names a checkpoint that is
+    here (the pipeline's three models; reports/models/dualat-cifar10-<method>/), linked."""
+    problems = []
+    for method in ("standard_at", "ratio", "dualat"):
+        rec = Path("results") / "cifar10" / method / "accuracy" / "accuracy.json"
+        ckpt = (json.loads(rec.read_text()).get("checkpoint") or {}).get("path") if rec.is_file() else None
+        if not ckpt or not Path(ckpt).is_file():
+            continue
+        for name in CARD_FILES:
+            rel = f"models/dualat-cifar10-{method.replace('_', '-')}/{name}"
+            if not (REPORTS / rel).exists():
+                problems.append(rel)
+            if rel not in index:
+                problems.append(f"index link to {rel}")
+    return problems
+
+
 def table_contents(profile: str) -> list[str]:
     """Verdict columns, the vocabulary of the quantity cells, and no difference column in a
     table of results outside the paper profile."""
@@ -52,7 +75,7 @@ def table_contents(profile: str) -> list[str]:
         text = page.read_text() if page.exists() else ""
         if text and "<th>verdict</th>" not in text:
             problems.append(f"verdict column in tables/table{n}.html")
-        if profile != "paper" and n in RESULT_TABLES and "<th>difference</th>" in text:
+        if profile not in PAPER_PROFILES and n in RESULT_TABLES and "<th>difference</th>" in text:
             problems.append(f"no difference column in tables/table{n}.html (profile {profile})")
         outside = sorted({row["quantity"] for row in csv.DictReader(table.open())} - names) if table.exists() else []
         if outside:
@@ -106,7 +129,7 @@ def main() -> int:
     metrics_path = REPORTS / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     problems = files_and_links(index) + table_contents(metrics.get("profile", "paper"))
-    problems += uncertainty_cells() + machine_paths()
+    problems += uncertainty_cells() + machine_paths() + model_cards(index)
     if "comparisons" not in metrics:
         problems.append("comparisons in reports/metrics.json")
     if problems:

@@ -21,6 +21,7 @@ from dualat.generate import balanced_labels, images_at, indices_sha256, report_i
 from dualat.metrics import fid_to_reference, inception_score, kid
 from dualat.model_io import device
 from dualat.progress import bar
+from dualat.protocol import fid_protocol
 from dualat.records import NotComputed
 from dualat.sampling import sample_conditional, sample_unconditional
 
@@ -34,7 +35,7 @@ def generation(
     ref_stats_path: str | Path,
     out_dir: str | Path,
     *,
-    features: Features | None = None,
+    features: Features | dict[str, Features] | None = None,
     is_weights: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
@@ -45,7 +46,10 @@ def generation(
     Seed images are drawn at random over the whole OOD source (`generate.seed_split`): each seed of
     `sample.seeds` draws `n_samples` of them with labels i mod K; the grid uses the held-out
     selection block, as training-time FID does. `features` defaults to the FID network of
-    `sample.fid_mode` (its missing weights make every FID/KID NotComputed); `is_weights` (default
+    `sample.fid_mode` (its missing weights make every FID/KID NotComputed); a dict gives one per
+    FID mode. With `sample.fid_second_mode` the same samples are also scored in that mode
+    (`fid_modes` of the record: {mode: FID/KID mean ± std over seeds, its protocol}; a mode whose
+    weights are missing says so there); `is_weights` (default
     `sample.is_weights`) is pytorch-fid's 1008-class Inception for IS (else IS is NotComputed).
     Writes out_dir/generation.json, seeds.png, samples_conditional.png, samples_unconditional.png
     and samples_conditional_T<T>.png for each T of the grid.
@@ -59,43 +63,58 @@ def generation(
         is_path = None if is_weights is None else str(is_weights)
         return launch.run("generation", cfg, out_dir, method=method, is_weights=is_path, progress=progress, **paths)
     is_weights = is_weights if is_weights is not None else (cfg.sample.is_weights or None)
-    weights = fid_reference.fid_weights(cfg) if features is None else {"path": "caller's features", "sha256": None}
+    given = features if isinstance(features, dict) else {cfg.sample.fid_mode: features} if features else {}
+    weights = {
+        mode: fid_reference.fid_weights(fid_reference.with_mode(cfg, mode))
+        if mode not in given else {"path": "caller's features", "sha256": None}
+        for mode in fid_reference.fid_modes(cfg)
+    }  # fmt: skip
     compute = partial(
         generation_metrics, cfg=cfg, T=getattr(cfg.sample.steps, method) if method in METHODS else None,
-        ref_stats_path=ref_stats_path, out_dir=Path(out_dir), features=features, weights=weights,
+        ref_stats_path=ref_stats_path, out_dir=Path(out_dir), features=given, weights=weights,
         is_weights=is_weights, progress=progress,
     )  # fmt: skip
-    reuse = {"is_weights": str(is_weights), "fid_weights": weights["sha256"]} if features is None else None
-    return run("generation", cfg, method, model_path, out_dir, compute, reuse)
+    reuse = {"is_weights": str(is_weights)} | {f"fid_weights_{m}": w["sha256"] for m, w in weights.items()}
+    return run("generation", cfg, method, model_path, out_dir, compute, reuse if not given else None)
 
 
 def generation_metrics(
     model: nn.Module, seconds: dict, *, cfg: Config, T: int, ref_stats_path: str | Path, out_dir: Path,
-    features: Features | None, weights: dict, is_weights: str | Path | None, progress: bool,
+    features: dict[str, Features], weights: dict[str, dict], is_weights: str | Path | None, progress: bool,
 ) -> dict:  # fmt: skip
     """The metrics of `generation` for a loaded model with T sampling steps; seconds per part
-    are added to `seconds`."""
-    sample = cfg.sample
-    protocol = _fid_protocol(cfg, ref_stats_path, weights)
-    if weights.get("missing") is not None:
-        return not_computed("generation", cfg, weights["missing"]) | {"fid_protocol": protocol}
+    are added to `seconds`. `weights`: {FID mode: fid_reference.fid_weights}, the first mode is
+    `sample.fid_mode`; `features`: the caller's extractors by mode (the others are built here)."""
+    sample, primary = cfg.sample, cfg.sample.fid_mode
+    protocols = {m: _fid_protocol(cfg, ref_stats_path, w, m, T) for m, w in weights.items()}
+    if weights[primary].get("missing") is not None:
+        reason = weights[primary]["missing"]
+        return not_computed("generation", cfg, reason) | {"fid_protocol": protocols[primary]} | {
+            "fid_modes": {m: _mode_not_computed(reason, protocols[m]) for m in weights}
+        }  # fmt: skip
     source = datasets.ood_set(cfg, test_transform(cfg.data.dataset))
     selection, pool = seed_split(len(source), selection_size(cfg), sample.selection_seed)
     check_seed_pool(cfg, len(source), len(pool))
-    features = features or fid_reference.inception(cfg)
-    with timed(seconds, "reference_stats"):  # computed and cached unless ref_stats_path exists (rank 0 first)
-        distributed.main_first(lambda: fid_reference.reference_stats(cfg, ref_stats_path, features))
-        ref_feats = fid_reference.reference_features(cfg, ref_stats_path, features)
-    per_seed, first, hashes = [], None, []
+    usable = [m for m, w in weights.items() if w.get("missing") is None]
+    extractors = {m: features.get(m) or fid_reference.inception(fid_reference.with_mode(cfg, m)) for m in usable}
+    refs = {}
+    with timed(seconds, "reference_stats"):  # computed and cached unless the mode's reference exists
+        for m in usable:
+            mode_cfg, path = fid_reference.with_mode(cfg, m), fid_reference.mode_ref_path(cfg, ref_stats_path, m)
+            distributed.main_first(lambda c=mode_cfg, p=path, e=extractors[m]: fid_reference.reference_stats(c, p, e))
+            refs[m] = (path, fid_reference.reference_features(mode_cfg, path, extractors[m]))
+    per_mode, first, hashes = {m: [] for m in usable}, None, []
     for seed in sample.seeds:
         indices = report_indices(pool, sample.n_samples, seed)
         hashes.append(indices_sha256(indices))
-        with timed(seconds, "sampling_and_features"):
+        with timed(seconds, "sampling_and_features"):  # one sampling pass, features in every mode
             keep = first is None and is_weights is not None
-            out = _sample_report(model, source, indices, cfg, T, features, keep_all=keep, progress=progress)
+            out = _sample_report(model, source, indices, cfg, T, extractors, keep_all=keep, progress=progress)
         with timed(seconds, "fid_kid"):
-            per_seed.append(_seed_metrics(seed, out, ref_stats_path, ref_feats, sample))
+            for m in usable:
+                per_mode[m].append(_seed_metrics(seed, out["feats"][m], *refs[m], sample))
         first = out if first is None else first
+    per_seed, features = per_mode[primary], extractors[primary]
     with timed(seconds, "grid"):
         grid, grid_shown = _sample_grid(model, source, selection[: sample.n_grid_samples], cfg, features, progress)
     grid_T = sorted(grid)
@@ -109,12 +128,15 @@ def generation_metrics(
     seeds |= {"selection_seed": sample.selection_seed, "n_selection": len(selection)}
     seeds["selection_sha256"] = indices_sha256(selection)
     best_T = grid_T[int(np.argmin(grid_fid))] if grid_T else None
+    modes = {m: _over_seeds(per_mode[m]) | {"protocol": protocols[m]["text"]} for m in usable}
+    modes |= {m: _mode_not_computed(w["missing"], protocols[m]) for m, w in weights.items() if m not in usable}
     return _over_seeds(per_seed) | {
+        "fid_modes": modes,
         "inception_score": score,
         "steps": T,
         "step_size": sample.step_size,
         "n_samples": sample.n_samples,
-        "fid_protocol": protocol,
+        "fid_protocol": protocols[primary],
         "per_seed": per_seed,
         "seeds": seeds,
         "grid": {"T": grid_T, "fid": grid_fid, "best_T": best_T, "n": sample.n_grid_samples},
@@ -133,16 +155,24 @@ def check_seed_pool(cfg: Config, n_source: int, n_pool: int) -> None:
         )
 
 
-def _fid_protocol(cfg: Config, ref_stats_path: str | Path, weights: dict) -> dict:
-    """How every FID of the record was computed: mode, N, reference (path and key), weights."""
-    key = fid_reference.fid_ref_key(cfg)
-    protocol = {"mode": cfg.sample.fid_mode, "n": cfg.sample.n_samples}
-    protocol["reference"] = {"path": str(ref_stats_path), "key": key}
+def _fid_protocol(cfg: Config, ref_stats_path: str | Path, weights: dict, mode: str, T: int | None) -> dict:
+    """How the FIDs of `mode` were computed: the one-line protocol (`protocol.fid_protocol`),
+    mode, N, reference (path and key), weights."""
+    mode_cfg = fid_reference.with_mode(cfg, mode)
+    key = fid_reference.fid_ref_key(mode_cfg)
+    protocol = {"text": fid_protocol(cfg, T, mode), "mode": mode, "n": cfg.sample.n_samples}
+    protocol["reference"] = {"path": str(fid_reference.mode_ref_path(cfg, ref_stats_path, mode)), "key": key}
     protocol["weights"] = weights["path"]
     protocol["weights_sha256"] = weights["sha256"]
     if weights.get("missing") is not None:
         protocol["weights_missing"] = weights["missing"]
     return protocol
+
+
+def _mode_not_computed(reason: NotComputed, protocol: dict) -> dict:
+    """A `fid_modes` entry of a mode whose network weights are missing."""
+    keys = ("fid_conditional", "fid_conditional_std", "fid_unconditional", "fid_unconditional_std")
+    return dict.fromkeys(keys, reason) | {"protocol": protocol["text"]}
 
 
 def _seed_metrics(
@@ -205,19 +235,21 @@ def _inception_score(images: torch.Tensor | None, is_weights: str | Path | None,
 
 
 def _sample_report(
-    model: nn.Module, source, indices: np.ndarray, cfg: Config, T: int, features: Features, *,
+    model: nn.Module, source, indices: np.ndarray, cfg: Config, T: int, features: dict[str, Features], *,
     keep_all: bool, progress: bool,
 ) -> dict:  # fmt: skip
-    """Features of the seed images x0 = source[indices] (the control), of their conditional
-    (labels i mod K, Eq. 14) and unconditional (Eq. 8) samples after T steps; the first N_SHOW of
-    each for the figures; with `keep_all` all conditional samples as uint8 (for IS).
+    """Features ("feats": {FID mode: {seeds, conditional, unconditional}}) of the seed images
+    x0 = source[indices] (the control), of their conditional (labels i mod K, Eq. 14) and
+    unconditional (Eq. 8) samples after T steps, in every mode of `features` from the same
+    samples; the first N_SHOW of each for the figures; with `keep_all` all conditional samples as
+    uint8 (for IS).
 
     Seeds are read and sampled one batch at a time, so only features stay in memory. Each process
     samples its batches (`distributed.spans`, the batches of one process) and the results are
     merged in item order: the sampler is deterministic, so the merge equals one process's result.
     """
     sample, dev = cfg.sample, device()
-    out: dict[str, Any] = {"seeds": [], "conditional": [], "unconditional": []}
+    out: dict[str, Any] = {(m, k): [] for m in features for k in ("seeds", "conditional", "unconditional")}
     shown: dict[str, list] = {"seeds": [], "conditional": [], "unconditional": [], "labels": []}
     kept = []
     labels = balanced_labels(len(indices), cfg.data.num_classes)  # seed i -> label i mod K
@@ -226,14 +258,17 @@ def _sample_report(
         x_c = sample_conditional(model, x0, y, T, sample.step_size).cpu()  # Eq. 14
         x_u = sample_unconditional(model, x0, T, sample.step_size).cpu()  # Eq. 8
         for key, x in (("seeds", x0.cpu()), ("conditional", x_c), ("unconditional", x_u)):
-            out[key].append(features(x))
+            for mode, extract in features.items():
+                out[mode, key].append(extract(x))
             if start < N_SHOW:
                 shown[key].append(x[: N_SHOW - start])
         if start < N_SHOW:
             shown["labels"].append(y[: N_SHOW - start].cpu())
         if keep_all:
             kept.append((x_c * 255).round().to(torch.uint8))
-    result = {key: merged(v, np.concatenate) for key, v in out.items()}
+    result: dict[str, Any] = {"feats": {m: {} for m in features}}
+    for (mode, key), v in out.items():
+        result["feats"][mode][key] = merged(v, np.concatenate)
     result["shown"] = {key: merged(v, torch.cat) for key, v in shown.items()}
     result["all_conditional"] = merged(kept, torch.cat) if keep_all else None
     return result

@@ -45,6 +45,7 @@ METRIC_KEYS = {
         "step_size",
         "n_samples",
         "fid_protocol",
+        "fid_modes",  # {FID mode: FID/KID over seeds, protocol}: sample.fid_mode and sample.fid_second_mode
         "per_seed",
         "seeds",
         "grid",

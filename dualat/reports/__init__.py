@@ -26,6 +26,7 @@ Layout (one module per family; `build` is the entry point of notebooks/20_report
   plotting, figures, sample_figures   Figures 1-8 and the training notebooks' curves
   proxy_section   the proxy run (scripts/gpu_proxy.sh) in the index
   metrics_file    reports/metrics.json
+  model_cards     reports/models/<dataset>-<method>/: model card, RobustBench JSON, SHA256SUMS, safetensors
   index           reports/index.html and `build`
 
 `dualat.runs` excludes this whole package from the training and evaluation code hashes.
@@ -43,6 +44,7 @@ from dualat.reports.comparisons import (
 from dualat.reports.figures import FIGURES, figure1, figure2, figure3, figure4, figure8
 from dualat.reports.index import build, duration_text, hardware, record_images, stage_times, write_index
 from dualat.reports.metrics_file import write_metrics
+from dualat.reports.model_cards import write_model_cards
 from dualat.reports.paths import public_text
 from dualat.reports.plotting import plot_ablation, plot_training
 from dualat.reports.provenance import architecture, origin, record_architecture, row_name, source_line
@@ -117,5 +119,5 @@ __all__ = [
     "plot_training", "proxy_section", "quantity", "record", "record_extra", "record_images", "rows_by_class",
     "short_reason", "show_tables", "stage_times", "table1", "table2", "table3", "table4", "table5", "table6",
     "table7", "table8", "table9", "table_accuracy_generation", "table_notes", "table_ood", "value", "verdict",
-    "verdict_rule", "within", "write_index", "write_metrics", "write_table",
+    "verdict_rule", "within", "write_index", "write_metrics", "write_model_cards", "write_table",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 from dualat.config import METHODS
 from dualat.metrics import exceeds_uncertainty
+from dualat.paper_values import PAPER_PROFILES
 from dualat.records import NotComputed
 from dualat.reports.reading import is_number, record, short_reason, value
 from dualat.reports.uncertainty import K_SIGMA, binomial_se, pm_text
@@ -148,7 +149,7 @@ def comparisons(dataset: str = "cifar10") -> dict:
 def comparison_text(profile: str, comps: dict) -> list[str]:
     """The lines of the Comparisons section."""
     lines = [COMPARISON_RULE]
-    if profile != "paper":
+    if profile not in PAPER_PROFILES:
         lines.append(
             f"The {profile} profile trains briefly and samples few images: these statements test the "
             "pipeline, and they are not evidence for or against the paper's claims."

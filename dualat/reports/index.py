@@ -21,10 +21,11 @@ from dualat.records import NotComputed, revision_text
 from dualat.reports.comparisons import comparison_text, comparisons
 from dualat.reports.figures import FIGURES
 from dualat.reports.metrics_file import write_metrics
+from dualat.reports.model_cards import write_model_cards
 from dualat.reports.paths import write_public
 from dualat.reports.proxy_section import proxy_section
 from dualat.reports.reading import REPORTS, RESULTS, reason_note, record, short_reason, value
-from dualat.reports.tables import TABLES, autoattack_warnings, page, write_table
+from dualat.reports.tables import PROFILE_TABLES, TABLES, autoattack_warnings, page, write_table
 from dualat.reports.verdicts import verdict_rule
 from dualat.reports.vocabulary import DATASET_NAMES, FIGURE_TITLES, METHOD_NAMES, TABLE_TITLES
 
@@ -161,15 +162,38 @@ def _image_table(images: list[dict]) -> str:
     return f"<table><tr><th>dataset</th><th>method</th><th>image</th><th>file</th></tr>{rows}</table>{footnotes}"
 
 
+# Files of each model card folder (reports/models/<name>/, `model_cards`), linked from the index.
+CARD_FILES = ("README.md", "robustbench.json", "SHA256SUMS", "model.safetensors")
+
+
+def _card_table(cards: list[dict]) -> str:
+    """One row per model: links to its card, RobustBench JSON, hashes and weights, or why none."""
+    rows = ""
+    for c in cards:
+        if c["folder"] is not None:
+            rel = f"models/{c['name']}"
+            cell = " · ".join(f"<a href='{html.escape(rel)}/{f}'>{f}</a>" for f in CARD_FILES)
+        else:
+            cell = f"<span class='nc'>not written: {html.escape(c['reason'])}</span>"
+        rows += (
+            f"<tr><td>{html.escape(DATASET_NAMES[c['dataset']])}</td><td>{html.escape(METHOD_NAMES[c['method']])}</td>"
+            f"<td>{cell}</td></tr>"
+        )
+    note = "<p class='note'>The RobustBench JSON files are entry candidates, not RobustBench results.</p>"
+    return f"<table><tr><th>dataset</th><th>method</th><th>files</th></tr>{rows}</table>{note}"
+
+
 def write_index(
     profile: str,
     tables: dict[int, tuple[Path, Path]],
     figures: dict[int, Path],
     comps: dict | None = None,
     images: list[dict] | None = None,
+    cards: list[dict] | None = None,
 ) -> Path:
     """reports/index.html linking `tables` and `figures` ({number: path}), with the comparisons
-    (computed when not given) and the record images (copied when not given)."""
+    (computed when not given), the record images (copied when not given) and the model cards
+    (`model_cards.write_model_cards`; none listed when not given)."""
     comps = comps if comps is not None else {"cifar10": comparisons("cifar10")}
     images = images if images is not None else record_images()
     times = stage_times()
@@ -184,6 +208,7 @@ def write_index(
         f"<p>{html.escape(verdict_rule(profile))}</p>"
         f"{proxy_section()}<h2>Comparisons</h2>{comp_html}"
         f"<h2>Tables</h2><ul>{_table_links(tables)}</ul><h2>Figures</h2><ul>{_figure_links(figures)}</ul>"
+        f"<h2>Model cards, RobustBench entry candidates and weights</h2>{_card_table(cards or [])}"
         f"<h2>Calibration diagrams and counterfactual grids of every model</h2>{_image_table(images)}"
         f"<h2>AutoAttack warnings</h2>{_list(autoattack_warnings() or ['no accuracy record yet'])}"
         "<h2>Executed notebooks (pipeline stages, in order)</h2><table><tr><th>stage</th><th>wall-clock</th><th>started</th></tr>"
@@ -195,8 +220,9 @@ def write_index(
 def build(profile: str | None = None) -> Path:
     """Write every table, figure, reports/metrics.json and reports/index.html; return the index."""
     profile = profile or read_params()["profile"]
-    tables = {n: write_table(n, fn(), profile) for n, fn in TABLES.items()}
+    tables = {n: write_table(n, fn(profile) if n in PROFILE_TABLES else fn(), profile) for n, fn in TABLES.items()}
     figures = {n: fn(profile) for n, fn in FIGURES.items()}
     comps = {"cifar10": comparisons("cifar10")}
     write_metrics(profile, comps)
-    return write_index(profile, tables, figures, comps)
+    cards = write_model_cards()
+    return write_index(profile, tables, figures, comps, cards=cards)

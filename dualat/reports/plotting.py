@@ -10,6 +10,7 @@ import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 
 from dualat.config import read_params
+from dualat.paper_values import PAPER_PROFILES
 from dualat.records import NotComputed
 from dualat.reports.reading import REPORTS, history, short_reason
 from dualat.reports.vocabulary import history_label
@@ -20,7 +21,9 @@ PANELS_PER_ROW = 3  # training curves: wider rows shrink each panel below readin
 def save_figure(fig, number: int, profile: str | None = None) -> Path:
     """reports/figures/figure<number>.png, with its profile under the panels; closes the figure."""
     profile = profile or read_params()["profile"]
-    fig.text(0.01, 0.0, f"profile: {profile}" + PROFILE_CAVEAT.get(profile != "paper", ""), fontsize=8, va="top")
+    fig.text(
+        0.01, 0.0, f"profile: {profile}" + PROFILE_CAVEAT.get(profile not in PAPER_PROFILES, ""), fontsize=8, va="top"
+    )
     out = REPORTS / "figures"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"figure{number}.png"

@@ -27,6 +27,8 @@ TABLES = {
     1: table1, 2: table2, 3: table3, 4: table4, 5: table5, 6: table6, 7: table7, 8: table8, 9: table9,
     10: lambda: table_ood("cifar10"), 11: lambda: table_ood("cifar100"), 12: lambda: table_ood("rin"),
 }  # fmt: skip
+# Tables whose reference values depend on the profile that ran (called as fn(profile)).
+PROFILE_TABLES = (1,)
 # Records each table reads: {table: ((dataset, method, group), ...)}; their model and data
 # sources and AutoAttack's warnings are listed under the table.
 TABLE_RECORDS = {
@@ -140,6 +142,9 @@ def fid_protocols(records: tuple[tuple[str, str, str], ...]) -> list[str]:
             else _describe_value(protocol)
         )
         lines.append(f"FID/KID protocol, {model_name(dataset, method)}: {text}")
+        modes = value(gen, "fid_modes")  # one line per FID mode: the protocol as one string
+        for mode, per in modes.items() if isinstance(modes, dict) else ():
+            lines.append(f"FID protocol, {model_name(dataset, method)}, {mode}: {value(per, 'protocol')}")
     return lines
 
 

@@ -80,6 +80,8 @@ def table_ood(dataset: str) -> list[dict]:
                 rows.append(row(setting, quantity(inputs), ref[column][i], ours, note, tol="auroc", **more))
         if dataset in paper_values.OOD_JEM:
             jem = paper_values.OOD_JEM[dataset][ood_set] or (None, None)
-            setting = f"{dataset_name(ood_set)} | JEM (from [14])"
+            # [14]'s own evaluation of JEM (Augustin et al.), not our attack: its adversarial AUROC
+            # comes from [14]'s OOD attack, which the paper does not restate
+            setting = f"{dataset_name(ood_set)} | JEM (from [14]; adversarial: [14]'s attack, not ours)"
             rows += [quoted(setting, quantity(inputs), jem[i]) for i, inputs in enumerate(INPUTS)]
     return rows

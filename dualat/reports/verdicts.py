@@ -85,7 +85,7 @@ def verdict(row: dict, profile: str) -> str:
         return "quoted by the paper"
     if kind == "info" or paper is None:
         return ""
-    if kind == "result" and profile != "paper":
+    if kind == "result" and profile not in paper_values.PAPER_PROFILES:
         return f"{profile} profile, not comparable"
     if isinstance(ours, NotComputed):
         return "not computed"
@@ -117,7 +117,7 @@ def difference(row: dict, profile: str) -> Any:
     kind, paper, ours = row["kind"], row["paper"], row["ours"]
     if kind in ("quoted", "info") or paper is None or isinstance(ours, NotComputed):
         return ""
-    if kind == "result" and profile != "paper":
+    if kind == "result" and profile not in paper_values.PAPER_PROFILES:
         return ""
     if is_number(ours) and is_number(paper):
         return ours - paper
@@ -149,14 +149,14 @@ def finish_rows(rows: list[dict], profile: str) -> tuple[list[dict], list[str]]:
         r | {"difference": difference(r, profile), "verdict": verdict(r, profile), "std": _std_cell(r)} for r in rows
     ]
     fields = list(FIELDS)
-    if profile != "paper" and not any(r["kind"] == "setting" for r in rows):
+    if profile not in paper_values.PAPER_PROFILES and not any(r["kind"] == "setting" for r in rows):
         fields.remove("difference")
     return out, fields
 
 
 def verdict_rule(profile: str) -> str:
     """One sentence under every table and in the index: how this profile's rows are judged."""
-    if profile != "paper":
+    if profile not in paper_values.PAPER_PROFILES:
         return (
             f"The {profile} profile runs other settings on fewer images: its numbers are not comparable "
             f"with the paper's: their verdicts read '{profile} profile, not comparable' and the record tables "
@@ -166,5 +166,6 @@ def verdict_rule(profile: str) -> str:
     return (
         f"Verdict: ours within the tolerance of the paper's value ({tol}; reasons in dualat/reports/verdicts.py); "
         f"outside it only when the difference exceeds the tolerance by more than {K_SIGMA:g} of our standard "
-        "errors, else undecided."
+        "errors, else undecided. "
+        f"Profile {profile}: CIFAR-10 Dual-AT is judged against {paper_values.REFERENCE_SOURCE.get(profile, 'the paper')}."
     )

@@ -20,18 +20,27 @@ DATASET_NAMES = {
 # unit. Accuracies are stored as fractions and shown in percent; KID is shown times 10^3.
 QUANTITIES = {
     # Tables 1, 2, 7 and the proxy section
+    # Every robust accuracy names its threat model (norm and radius of images in [0, 1]), so an
+    # L-infinity number is never read as an L2 one: CIFAR eps 0.5, RestrictedImageNet 3.5 (Table 4).
     "clean_acc": "clean accuracy (%)",
-    "robust_acc": "robust accuracy, AutoAttack (%)",
-    "autoattack_acc": "robust accuracy, AutoAttack (%)",  # the proxy record's name for robust_acc
-    "pgd_acc": "robust accuracy, PGD (%)",
+    "robust_acc": "robust accuracy, AutoAttack L2 eps=0.5 (%)",
+    "robust_acc_rin": "robust accuracy, AutoAttack L2 eps=3.5 (%)",
+    # rows the paper quotes from other work without their threat model (JEM: Grathwohl et al. give
+    # PGD curves under both L-infinity and L2, no AutoAttack L2 eps 0.5 number)
+    "robust_acc_unstated": "robust accuracy, threat model not stated by the paper (%)",
+    "autoattack_acc": "robust accuracy, AutoAttack L2 eps=0.5 (%)",  # the proxy record's name (CIFAR-10)
+    "pgd_acc": "robust accuracy, PGD L2 eps=0.5 (%)",
     "inception_score": "IS",
     "fid": "FID",
+    # the same samples scored in each FID mode (sample.fid_mode and sample.fid_second_mode)
+    "fid_legacy_pytorch": "FID, pytorch-fid legacy mode",
+    "fid_clean": "FID, clean-fid clean mode",
     "kid": "KID ×10³",
     "n_samples": "samples (images)",
     "steps": "sampling PGD steps T",
     # Tables 10-12: AUROC of unmodified and of adversarially perturbed OOD inputs
     "clean": "AUROC, clean OOD inputs",
-    "adversarial": "AUROC, adversarial OOD inputs",
+    "adversarial": "AUROC, adversarial OOD inputs (L2 PGD within eps_o)",
     # Table 3
     "architecture": "architecture",
     "momentum": "SGD momentum",
