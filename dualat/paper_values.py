@@ -79,8 +79,8 @@ TABLE7_ARCH = {"cifar10": "WideResNet-34-10", "cifar100": "WideResNet-34-10", "r
 # 'Measured against the released code'; issue 19): clean %, AutoAttack L2 eps 0.5 %, FID (their
 # protocol: pytorch-fid legacy, 50K class-balanced samples, the config's sampling steps).
 RELEASED_CIFAR10 = {
-    "t40": {"clean_acc": 91.92, "robust_acc": 75.75, "fid": 9.12},  # T_max 40, AUC 0.8, FID steps 33
-    "t50": {"clean_acc": 90.72, "robust_acc": 74.65, "fid": 7.57},  # T_max 50, AUC 0.7, FID steps 35
+    "t40": {"clean_acc": 91.92, "robust_acc": 75.75, "fid": 9.12},  # run capped at T 50, AUC 0.8, FID steps 33
+    "t50": {"clean_acc": 90.72, "robust_acc": 74.65, "fid": 7.57},  # run capped at T 100, AUC 0.7, FID steps 35
     "stage1": {"clean_acc": 92.43, "robust_acc": 75.73, "fid": 28.41},  # stage 1 alone (standard AT), FID steps 22
 }
 # RobustBench's entry of the official RATIO checkpoint (model_info/cifar10/L2/Augustin2020Adversarial_34_10.json):
@@ -95,7 +95,7 @@ TABLE1_BY_PROFILE = {
 }
 # Where each profile's Dual-AT reference values come from (shown in the table notes).
 REFERENCE_SOURCE = {
-    "paper": "the paper's Table 1 (T_max 45 in its Table 5; the released T=40 configuration)",
+    "paper": "the paper's Table 1 (T_max 45 in its Table 5; the released T=40 model, from a run capped at 50)",
     "paper_t50": "the authors' later T=50 configuration (AUC threshold 0.7, FID steps 35): 90.72 / 74.65 / FID 7.57",
 }
 # Table 8: PGD steps of test-time sampling (step size 0.2 CIFAR, 8.0 RIN).

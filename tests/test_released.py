@@ -167,7 +167,7 @@ def test_paper_t50_is_the_paper_profile_with_the_t50_values():
     """paper_t50 holds the T=50 configuration's values; every other key equals the paper profile's
     (a change of the paper block must be made in paper_t50 too)."""
     t50_values = {
-        "cifar10": {"stage2.sampler.T_max": 50, "stage2.sampler.auc_threshold": 0.7, "sample.steps.dualat": 35},
+        "cifar10": {"stage2.sampler.T_max": 100, "stage2.sampler.auc_threshold": 0.7, "sample.steps.dualat": 35},
         "cifar100": {"stage2.sampler.T_max": 50, "stage2.sampler.auc_threshold": 0.75, "sample.steps.dualat": 33},
         "rin": {},
     }
