@@ -171,15 +171,20 @@ def _ratio_reference(W, b, x, y, eps, eta, steps, mu, norm_ord=1):
                 break
             e = np.zeros_like(p)
             e[label] = 1.0
-            g = W.T @ (p - e) / B
-            v = mu * v + g / (np.linalg.norm(g, ord=norm_ord) + 1e-10)
-            delta = delta + eta * v / np.linalg.norm(v)
-            n = np.linalg.norm(delta)
-            if n > eps:
-                delta = delta * (eps / (n + 1e-7))
-            delta = np.clip(x0 + delta, 0.0, 1.0) - x0
+            delta, v = ratio_step(x0, delta, v, W.T @ (p - e) / B, eps, eta, mu, 1e-10, norm_ord)
         out.append(best)
     return torch.from_numpy(np.stack(out)).view_as(x)
+
+
+def ratio_step(x0, delta, v, g, eps, eta, mu, l1_eps, norm_ord=1):
+    """One step of RATIO's attack in float64 numpy from the batch-mean gradient g: momentum on the
+    L1-normalised gradient, a step along v / ||v||_2, torch.renorm's projection, the [0, 1] clamp."""
+    v = mu * v + g / (np.linalg.norm(g, ord=norm_ord) + l1_eps)
+    delta = delta + eta * v / np.linalg.norm(v)
+    n = np.linalg.norm(delta)
+    if n > eps:
+        delta = delta * (eps / (n + 1e-7))
+    return np.clip(x0 + delta, 0.0, 1.0) - x0, v
 
 
 def test_ratio_attack_equals_float64_reference_with_l1_momentum():

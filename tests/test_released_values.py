@@ -25,6 +25,7 @@ from torch import nn
 from dualat import config
 from dualat.attacks import RATIO_L1_EPS, l1_normalise, pgd_logsumexp, pgd_uniform_ce, project_l2
 from dualat.train import make_optimizer, stage1_step
+from tests.test_attacks_sampling import ratio_step
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 SHAPE, K = (3, 4, 4), 5
@@ -192,13 +193,7 @@ def _ratio_ood_reference(W, b, x, eps, eta, steps, mu, l1_eps):
                 best, best_val = x0 + delta, val
             if t == steps:
                 break
-            g = W.T @ (p - 1.0 / K) / len(x)
-            v = mu * v + g / (np.abs(g).sum() + l1_eps)
-            delta = delta + eta * v / np.linalg.norm(v)
-            n = np.linalg.norm(delta)
-            if n > eps:
-                delta = delta * (eps / (n + 1e-7))
-            delta = np.clip(x0 + delta, 0.0, 1.0) - x0
+            delta, v = ratio_step(x0, delta, v, W.T @ (p - 1.0 / K) / len(x), eps, eta, mu, l1_eps)
         out.append(best)
     return np.stack(out)
 
