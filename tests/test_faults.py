@@ -621,6 +621,13 @@ _INTERRUPTED_RUN = textwrap.dedent(
 )
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal's process has it. A test runner started as a
+    background job of a non-interactive shell ignores SIGINT, and its children would inherit that
+    (Python then installs no KeyboardInterrupt handler), which is not what these tests are about."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_training_promptly_with_last_pt_intact(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during training ends
     the process non-zero at once: no except swallows KeyboardInterrupt in the loop, the progress
@@ -660,7 +667,7 @@ def test_ctrl_c_stops_a_notebook_stage(tmp_path):
     nbformat.write(nb, tmp_path / "notebooks" / "busy.ipynb")
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / "nb.py"), "busy", ""], cwd=tmp_path, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible,
     )  # fmt: skip
     deadline = time.time() + 120
     while not (tmp_path / "kernel.pid").exists() and time.time() < deadline and proc.poll() is None:
