@@ -20,6 +20,8 @@ Under torchrun every rank keeps the same state and only rank 0 writes files.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -85,6 +87,29 @@ class Criterion:
         return best | {self.metric: metrics[self.metric], self.step_key: metrics["step"]}
 
 
+_INTERRUPTED = False  # set by a Ctrl-C during training (watch_interrupts)
+
+
+def watch_interrupts() -> None:
+    """Note a Ctrl-C as well as raising KeyboardInterrupt (Python's handler). A KeyboardInterrupt
+    that lands in code that cannot raise it (a __del__, such as a data loader's, only prints
+    "Exception ignored") is lost; the note makes `Run.advance` stop the run at the next step.
+    Only where SIGINT has Python's own handler (main thread; not an ignored or custom handler)."""
+    global _INTERRUPTED
+    _INTERRUPTED = False
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) in (
+        signal.default_int_handler,
+        _note_interrupt,
+    ):
+        signal.signal(signal.SIGINT, _note_interrupt)
+
+
+def _note_interrupt(signum, frame) -> None:
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    signal.default_int_handler(signum, frame)
+
+
 @dataclass
 class Run:
     """Everything a loop needs to save and restore, and the bookkeeping it shares.
@@ -124,7 +149,9 @@ class Run:
     # --- the loop ---------------------------------------------------------------------------------
 
     def start(self, desc: str, progress: bool) -> None:
-        """Before the first step of this process: a progress bar (rank 0's) and a zero loss sum."""
+        """Before the first step of this process: a progress bar (rank 0's), a zero loss sum, and
+        Ctrl-C noted (`watch_interrupts`)."""
+        watch_interrupts()
         self._loss_sum = torch.zeros((), device=next(self.model.parameters()).device)
         enabled = progress and distributed.is_main()
         self._bar = bar(total=self.total, initial=self.step, desc=desc, enabled=enabled)
@@ -141,6 +168,8 @@ class Run:
         self.step += 1
         self._loss_sum += loss.detach()
         self._bar.update(1)
+        if _INTERRUPTED:  # a Ctrl-C whose KeyboardInterrupt something swallowed stops the run here
+            raise KeyboardInterrupt("Ctrl-C: stopped after this step; last.pt holds the last checkpoint")
 
     def accumulate(self, stats: dict[str, torch.Tensor]) -> None:
         """Add one step's batch statistics to the sums since the last record (saved in last.pt,

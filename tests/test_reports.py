@@ -431,7 +431,7 @@ def test_every_report_module_is_excluded_and_training_code_is_not():
     for path in modules:
         relative = PurePosixPath(path.relative_to(runs.PACKAGE).as_posix())
         assert runs.excluded(relative, runs.NOT_TRAINING_CODE) and runs.excluded(relative, runs.NOT_EVALUATION_CODE)
-    for name in ("train.py", "losses.py", "sampling.py", "data/streams.py", "metrics/ood.py"):
+    for name in ("train.py", "losses.py", "sampling.py", "data/streams.py", "metrics/generative.py"):
         assert not runs.excluded(PurePosixPath(name), runs.NOT_TRAINING_CODE), name
     assert runs.excluded(PurePosixPath("evaluation/runner.py"), runs.NOT_TRAINING_CODE)
     assert not runs.excluded(PurePosixPath("evaluate.py"), runs.NOT_EVALUATION_CODE)
