@@ -13,6 +13,7 @@ import torch
 from dualat import artifacts, data, datasets, fid_reference, model_io, stages
 from dualat.config import load
 from dualat.data import DataError
+from dualat.records import NotComputed
 from dualat.evaluation import classification, ood_detection, ood_sets
 from tests.conftest import shared_data_root
 from tests.test_data import as_tensor, fake_images, write_cifar_folder, write_shards
@@ -189,3 +190,14 @@ def test_trained_and_missing_external_models_are_named(tiny_wrn, tmp_path):
     extra = json.loads((tmp_path / "out" / "accuracy.json").read_text())["extra"]
     assert extra["model_source"] == f"trained here ({path}: given by the caller)"
     assert extra["data_provenance"]["train"].startswith("not found")
+
+
+def test_a_stage_without_data_records_no_model(tmp_path):
+    """A dataset whose data is missing: its training stage computed no model, so the evaluation
+    record says "no model: <why>", not "trained here"."""
+    cfg = _cfg(tmp_path / "no-data")
+    reason = "CIFAR-100 training data not found under /nowhere"
+    artifacts.write_status(tmp_path / "model", NotComputed(reason))
+    classification.accuracy(cfg, "ratio", tmp_path / "model" / "best.pt", tmp_path / "out", progress=False)
+    record = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    assert record["extra"]["model_source"] == f"no model: {reason}"

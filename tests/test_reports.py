@@ -240,8 +240,8 @@ def test_sources_and_autoattack_warnings(fake):
 
 
 def test_trained_here_only_where_a_model_was_evaluated(fake):
-    """CIFAR-100's record says "trained here" (the runner's default) but holds no number: its
-    source reads that no model was evaluated, and why; an external model is marked in its rows."""
+    """CIFAR-100's record holds no number (a record of an earlier version may still say "trained
+    here"): its source reads that no model was evaluated, and why; an external model is marked in its rows."""
     assert reports.origin("cifar100", "dualat", "accuracy") == ("none", "no model evaluated: cifar100 data missing")
     assert reports.origin("cifar10", "dualat", "accuracy") == ("trained", "trained here (best_fid.pt)")
     assert reports.origin("cifar10", "ratio", "accuracy")[0] == "external"

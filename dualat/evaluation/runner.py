@@ -83,7 +83,7 @@ def run(
     out_dir = Path(out_dir)
     t0, seconds = time.time(), {}
     # a trained model's folder says whether its stage computed it; an external file has no stage
-    reason = None if external else artifacts.read_status(Path(model_path).parent)
+    reason = untrained = None if external else artifacts.read_status(Path(model_path).parent)
     key = record_key(group, cfg, method, model_path) | reuse if reason is None and reuse is not None else None
     previous = out_dir / f"{group}.json"
     if key is not None and previous.is_file():
@@ -113,7 +113,7 @@ def run(
             extra={"method": method, "dataset": cfg.data.dataset, "seconds": seconds, "key": key}
             | {"processes": distributed.world_size()}
             | {"model_file": _model_choice(cfg, method, model_path)}
-            | {"model_source": _model_source(cfg, method, model_path, external)}
+            | {"model_source": _model_source(cfg, method, model_path, external, untrained)}
             | {"data_provenance": _data_provenance(cfg)},
             wall_seconds=time.time() - t0,
         )
@@ -329,11 +329,16 @@ def _is_external(cfg: Config, method: str, model_path: str | Path) -> bool:
     return path != model_io.trained_model(cfg, method)[0] and not (path.parent / "status.json").is_file()
 
 
-def _model_source(cfg: Config, method: str, model_path: str | Path, external: bool) -> str:
-    """Where the evaluated model came from, for records and tables: "trained here (<file>: why)"
-    or "external: <path> (sha256 <hex>)"."""
+def _model_source(
+    cfg: Config, method: str, model_path: str | Path, external: bool, untrained: NotComputed | None
+) -> str:
+    """Where the evaluated model came from, for records and tables: "trained here (<file>: why)",
+    "external: <path> (sha256 <hex>)", or "no model: <reason>" when its training stage computed
+    none (`untrained`, e.g. the dataset's data is missing)."""
     if external:
         return f"external: {model_path} (sha256 {sha256_file(model_path)})"
+    if untrained is not None:
+        return f"no model: {untrained.reason}"
     return f"trained here ({_model_choice(cfg, method, model_path)})"
 
 
