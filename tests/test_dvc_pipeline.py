@@ -164,6 +164,11 @@ def test_flat_metrics_keep_the_numbers_and_leave_out_what_was_not_computed():
         "n_id": 32,
     }
     assert flat_metrics("ood", {"sets": {"svhn": reason}, "n_id": reason}) == {"not_computed": "autoattack: not run"}
+    # the first sentence: the folders this machine tried stay in the record, out of git's metrics files
+    missing = NotComputed("RestrictedImageNet (ImageNet): data not found. Tried: - /home/me/data/imagenet/train")
+    assert flat_metrics("accuracy", {"clean_acc": missing}) == {
+        "not_computed": "RestrictedImageNet (ImageNet): data not found"
+    }
 
 
 def test_an_evaluation_writes_its_flat_metrics_also_when_it_reuses_its_record(tmp_path, monkeypatch):

@@ -244,6 +244,17 @@ def test_inception_features_deterministic(inception, fid_sets):
     assert np.allclose(as_float, feats["a"][:2], rtol=1e-5, atol=1e-5)
 
 
+def test_inception_cpu_chunks_equal_one_batch(inception, fid_sets):
+    """pool3's CPU path (channels_last, chunks of CPU_CHUNK) gives the network's NCHW batch
+    output to float32 rounding, also for a batch that is not a multiple of the chunk."""
+    images = fid_sets[0]["a"][: generative.CPU_CHUNK + 3]
+    x = next(inception.preprocess(images, len(images), False, "Inception"))
+    with torch.no_grad():
+        chunked, whole = inception.pool3(x), inception.net(x)
+    assert chunked.shape == whole.shape == (len(images), 2048, 1, 1)
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-4)
+
+
 def test_fid_real_small_noise_large(fid_sets):
     feats = fid_sets[1]
     fid_ab = metrics.fid(feats["a"], feats["b"])

@@ -168,7 +168,8 @@ def metrics_path(out_dir: str | Path) -> Path:
 def flat_metrics(group: str, metrics: dict) -> dict[str, float]:
     """The headline numbers of a group's metrics as one flat {name: number} (for `dvc metrics`,
     `dvc exp show`); a value that was not computed is left out, and a group without any number
-    reads {"not_computed": <the first reason>}."""
+    reads {"not_computed": <the first reason's first sentence>} (the full reason, which may name
+    this machine's folders, stays in the record)."""
     pick = {k: metrics.get(k) for k in FLAT_KEYS.get(group, ())}
     if group == "accuracy":
         pick["autoattack_acc"] = _get(metrics, "autoattack", "robust_acc")
@@ -188,7 +189,7 @@ def flat_metrics(group: str, metrics: dict) -> dict[str, float]:
                     pick[f"auroc_{name}_{score}_{kind}"] = aurocs.get(kind)
     flat = {k: v for k, v in pick.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     reasons = [v for v in _leaves(metrics) if isinstance(v, NotComputed)]
-    return flat if flat or not reasons else {"not_computed": reasons[0].reason}
+    return flat if flat or not reasons else {"not_computed": reasons[0].reason.split(". ", 1)[0]}
 
 
 FLAT_KEYS = {
