@@ -13,8 +13,8 @@ import torch
 from dualat import artifacts, data, datasets, fid_reference, model_io, stages
 from dualat.config import load
 from dualat.data import DataError
-from dualat.records import NotComputed
 from dualat.evaluation import classification, ood_detection, ood_sets
+from dualat.records import NotComputed
 from tests.conftest import shared_data_root
 from tests.test_data import as_tensor, fake_images, write_cifar_folder, write_shards
 from tests.test_evaluate import _quick_autoattack
