@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet50
 
 # CIFAR-10 training-set statistics at full precision, as the released models use them, also for
 # CIFAR-100 (REFERENCE.md, 'Measured against the released code'; the four-digit rounding
@@ -119,6 +118,8 @@ class NormalizedResNet50(nn.Module):
     def __init__(self, num_classes: int = 9):
         super().__init__()
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        from torchvision.models import resnet50  # lazy: ~1.3 s to import, needless without data
+
         self.net = resnet50(num_classes=num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

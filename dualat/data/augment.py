@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torchvision import transforms
 
 TRANSFORM_DATASETS = ("cifar10", "cifar100", "rin")  # pipelines exist for these
 GENERATIVE_KINDS = ("none", "flip", "crop_flip", "autoaugment")
@@ -88,6 +87,8 @@ def _family(dataset: str) -> str:
 
 def _compose(steps: list[Any]) -> Callable[[Any], torch.Tensor]:
     """Compose PIL steps and end with ToTensor (float, [0, 1])."""
+    from torchvision import transforms  # lazy here and below: ~1.3 s to import, needless without data
+
     return transforms.Compose([*steps, transforms.ToTensor()])
 
 
@@ -97,6 +98,8 @@ def classification_transform(dataset: str, *, fill: Fill = 0) -> Callable[[Any],
     CIFAR: RandomCrop(32, pad 4) + flip + AutoAugment(CIFAR-10 policy) + ToTensor + Cutout(16).
     RIN: RandomResizedCrop(224) + flip + ColorJitter(0.1, 0.1, 0.1) + ToTensor + Lighting(0.05).
     """
+    from torchvision import transforms
+
     if _family(dataset) == "cifar":
         return transforms.Compose(
             [
@@ -133,6 +136,8 @@ def generative_transform(dataset: str, kind: str = "crop_flip", *, fill: Fill = 
     """
     if kind not in GENERATIVE_KINDS:
         raise ValueError(f"kind must be one of {GENERATIVE_KINDS}, got {kind!r}")
+    from torchvision import transforms
+
     family = _family(dataset)
     if kind == "autoaugment":
         return classification_transform(dataset, fill=fill)
@@ -154,6 +159,8 @@ def test_transform(dataset: str, *, resize: bool = False) -> Callable[[Any], tor
     `resize=True` (CIFAR only) first resizes and centre-crops to 32x32, for larger OOD images
     (e.g. ImageNetOD) scored by a CIFAR model.
     """
+    from torchvision import transforms
+
     if _family(dataset) == "rin":
         return _compose([transforms.Resize(RIN_RESIZE), transforms.CenterCrop(RIN_SIZE)])
     return _compose([transforms.Resize(32), transforms.CenterCrop(32)] if resize else [])

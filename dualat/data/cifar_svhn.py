@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torchvision.datasets as tvd
 
 from dualat.data import download as downloads
 from dualat.data.catalog import CIFAR, FETCH_HINT, OFFLINE_HINT, SVHN_URL, lossless_text, svhn_file
@@ -71,6 +70,8 @@ def _cifar_how(name: str, target: Path) -> str:
 def _cifar_folder(name: str, split: str, base: Path, transform: Transform | None, n: int) -> ArrayImages:
     """CIFAR from torchvision's folder in `base`; a folder torchvision rejects is DataMissingError."""
     folder, prefix = CIFAR[name][0], f"{name}_{split}"
+    import torchvision.datasets as tvd  # lazy: ~1.3 s to import, needless without data
+
     try:
         tv = getattr(tvd, CIFAR[name][1])(str(base), train=split == "train")
     except RuntimeError as err:  # torchvision's integrity check failed
@@ -119,6 +120,8 @@ def svhn(
         raise DataMissingError("svhn", [base / svhn_file(split) for base in roots], how)
     file = found[0] / svhn_file(split)
     try:
+        import torchvision.datasets as tvd  # lazy: ~1.3 s to import, needless without data
+
         tv = tvd.SVHN(str(found[0]), split=split)
     except RuntimeError as err:
         how = f"replace it with torchvision.datasets.SVHN({str(found[0])!r}, split={split!r}, download=True)"

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from dualat.data.catalog import imagenet_text
 from dualat.data.images import FileImages, Transform, check_choice
@@ -48,6 +47,8 @@ def _imagenet_samples(
     found = [folder for folder in tried if folder.is_dir()]
     if not found:
         raise DataMissingError(what, tried, how)
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # lazy: ~1.3 s to import
+
     classes, class_to_idx = find_classes(found[0])
     if len(classes) != 1000:
         raise DataMissingError(

@@ -26,8 +26,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import ToTensor
 
 from dualat.data.catalog import DATASETS, DOWNLOADABLE, describe, folder_text, noise_text
 from dualat.data.cifar_svhn import CIFAR10_CLASSES, cifar, svhn
@@ -89,12 +87,15 @@ def uniform_noise(n: int, size: int = 32, seed: int = 0, transform: Transform | 
     return UniformNoise(n, size, seed, transform)
 
 
-def image_folder(root: PathLike | None, transform: Transform | None = None, n: int = 0) -> ImageFolder:
+def image_folder(root: PathLike | None, transform: Transform | None = None, n: int = 0) -> Dataset:
     """torchvision ImageFolder of `root` (class sub-folders of images); images in [0, 1] as
     (3, H, W) float tensors when `transform` is None."""
     folder = data_roots(root)[0]
     how = f"point root at a folder of class sub-folders holding images ({folder} has none)"
     try:
+        from torchvision.datasets import ImageFolder  # lazy: ~1.3 s to import, needless without data
+        from torchvision.transforms import ToTensor
+
         ds = ImageFolder(str(folder), transform=transform or ToTensor())
     except FileNotFoundError as err:
         raise DataMissingError("image folder", [folder], f"{how}: {err}") from err

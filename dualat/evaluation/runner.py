@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from dualat import artifacts, datasets, distributed, model_io, runs
 from dualat.config import METHODS, Config, ConfigError, to_dict
@@ -304,6 +303,8 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     if not distributed.is_main():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    from torchvision.utils import save_image  # lazy: ~1.3 s to import, needless without data
+
     save_image(images, path, nrow=nrow, padding=2, pad_value=1.0)
 
 

@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 # How every measured accuracy and AUROC cell reads: "x ± s (n = N)", an AUROC's n as
 # "<test> test + <OOD> OOD" (scripts/check_reports.py and the tests check every cell).
@@ -43,6 +42,8 @@ def delong_se(s_in: np.ndarray, s_out: np.ndarray) -> float:
     m, n = len(x), len(y)
     if m < 2 or n < 2:
         return math.nan
+    from scipy.stats import rankdata  # lazy: scipy.stats takes ~0.6 s to import, every notebook imports this
+
     all_ranks = rankdata(np.concatenate([x, y]))  # mid-ranks: ties share their mean rank
     # V10_i = P(Y < x_i) + P(Y = x_i) / 2 and V01_j = P(X > y_j) + P(X = y_j) / 2, by ranks
     v10 = (all_ranks[:m] - rankdata(x)) / n
