@@ -197,7 +197,8 @@ def test_loader_download_flag_fetches_into_the_given_folder(tmp_path, monkeypatc
 
 def test_offline_ends_quickly_in_not_computed(workdir, monkeypatch):
     def hang(*args, **kwargs):  # a firewall that drops packets: connect never answers
-        time.sleep(30)
+        time.sleep(30)  # the probe gave up long before; its thread then ends like a refused connect
+        raise OSError("stub: no answer")
 
     def no_urlopen(*args, **kwargs):
         raise AssertionError("no download may start when the probe fails")
@@ -238,7 +239,12 @@ def test_preflight_stage_fetches_then_fingerprints(workdir, monkeypatch, capsys)
 
 def test_probe_is_bounded_even_when_dns_hangs(monkeypatch):
     monkeypatch.setattr(download, "_probed", {})
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+
+    def hang(*args, **kwargs):  # DNS that never answers; the thread ends later like a refused connect
+        time.sleep(30)
+        raise OSError("stub: no answer")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.monotonic()
     why = download.probe("https://example.invalid/x.tar.gz", timeout=0.3)
     assert time.monotonic() - start < 2 and why == "no answer from example.invalid:443 within 0.3 s"

@@ -637,7 +637,7 @@ def test_ctrl_c_stops_training_promptly_with_last_pt_intact(tmp_path):
     code = _INTERRUPTED_RUN.format(tests=str(ROOT / "tests"), out=str(out))
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
-        env=os.environ | {"DUALAT_PROGRESS": "lines"},
+        env=os.environ | {"DUALAT_PROGRESS": "lines"}, preexec_fn=_interruptible,
     )  # fmt: skip
     lines = []
     while not lines or not lines[-1].startswith("checkpoint 2"):
