@@ -5,7 +5,7 @@ and the loops of stage 1, RATIO and stage 2; this module holds no training math.
 A loop reads:
 
     run = Run(...)                     # model, optimizer, schedule, EMA, streams, key, criteria
-    if run.resume() and run.finished(): return run.result(finished=True)
+    if run.resume() and run.finished(): return run.result()
     run.start(desc, progress)
     while run.running(stop_after):
         loss, stats = <one step>
@@ -363,8 +363,9 @@ class Run:
         if final["run"]["steps"] < self.total:  # written by a run stopped early (stop_after)
             return None
         for c in self.criteria:
-            selected = final["run"]["best"].get(c.metric) != c.start
-            state, _ = _read(folder / c.file) if selected else ({"key": self.key}, None)
+            if final["run"]["best"].get(c.metric) == c.start:  # never selected: no file to check
+                continue
+            state, _ = _read(folder / c.file, mmap=True)
             if state is None or state.get("key") != self.key:
                 return None
         return final
@@ -372,7 +373,7 @@ class Run:
     def _continuable(self, folder: Path) -> bool:
         """Whether the run in `folder` (set aside earlier) is ours: a last.pt of our key, or a
         finished run of our key (`_finished_record`)."""
-        state, _ = _read(folder / "last.pt")
+        state, _ = _read(folder / "last.pt", mmap=True)
         if state is not None:
             return state.get("key") == self.key
         return self._finished_record(folder) is not None
@@ -394,7 +395,7 @@ class Run:
         """The key out_dir's run records without last.pt: that of final.pt, else of a selected
         checkpoint; None when no file records one."""
         for path in [self.out_dir / "final.pt", *sorted(self.out_dir.glob("best*.pt"))]:
-            state, _ = _read(path)
+            state, _ = _read(path, mmap=True)
             if state is not None and "key" in state:
                 return state["key"]
         return None
@@ -417,11 +418,10 @@ class Run:
         """True when the run is complete on disk (resumed at its last step with final.pt written)."""
         return self.step >= self.total and (self.out_dir / "final.pt").is_file()
 
-    def result(self, finished: bool = False) -> dict:
+    def result(self) -> dict:
         """What the loop returns: the history, the selected records, the steps, the seconds and
-        (stage 2) T. A finished run reports the seconds stored with it (`finished` is kept for the
-        callers; `finish` fixes the seconds), so the status.json written from it is byte-identical
-        on every rerun and DVC skips the stages after it."""
+        (stage 2) T. A finished run reports the seconds stored with it (`finish` fixes them), so the
+        status.json written from it is byte-identical on every rerun and DVC skips the stages after it."""
         out = {"history": self.history, "best": self.best, "steps": self.step, "seconds": self.elapsed()}
         return out | ({"T": self.curriculum.T} if self.curriculum else {})
 
@@ -456,12 +456,12 @@ def curves(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for r in rows]
 
 
-def _read(path: Path) -> tuple[dict | None, str | None]:
+def _read(path: Path, mmap: bool = False) -> tuple[dict | None, str | None]:
     """(checkpoint, None) when `path` reads, (None, why) when it exists but does not, (None, None)
-    when it does not exist."""
+    when it does not exist. `mmap` maps the tensors instead of reading them, for a look at the key."""
     if not path.is_file():
         return None, None
     try:
-        return ckpt.load(path), None
+        return ckpt.load(path, mmap=mmap), None
     except (RuntimeError, ValueError, OSError) as err:  # truncated or foreign: checkpoint.load names the file
         return None, str(err.__cause__ or err)

@@ -266,7 +266,7 @@ class RunLocked(RuntimeError):
     """Another process trains into the same folder."""
 
 
-_HELD: dict[Path, int] = {}  # lock file -> how many `locked` blocks of this process hold it
+_HELD: set[Path] = set()  # the lock files this process holds
 LOCK_ENV = "DUALAT_RUN_LOCK"  # the lock file a parent process holds for the processes it starts
 
 
@@ -284,12 +284,8 @@ def locked(out_dir: str | Path) -> Iterator[Path]:
     one process share the lock, and so do the processes it starts while holding it (a launcher
     and its torchrun ranks: `LOCK_ENV` names the held lock file in their environment)."""
     path = lock_path(Path(out_dir).resolve())
-    if _HELD.get(path) or os.environ.get(LOCK_ENV) == str(path):
-        _HELD[path] = _HELD.get(path, 0) + 1
-        try:
-            yield path
-        finally:
-            _HELD[path] -= 1
+    if path in _HELD or os.environ.get(LOCK_ENV) == str(path):
+        yield path  # already held here or by the process that started this one
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
@@ -305,12 +301,13 @@ def locked(out_dir: str | Path) -> Iterator[Path]:
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()
-        _HELD[path], outer = 1, os.environ.get(LOCK_ENV)
+        _HELD.add(path)
+        outer = os.environ.get(LOCK_ENV)
         os.environ[LOCK_ENV] = str(path)
         try:
             yield path
         finally:
-            del _HELD[path]
+            _HELD.discard(path)
             if outer is None:
                 del os.environ[LOCK_ENV]
             else:
