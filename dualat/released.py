@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dualat import paper_values
+from dualat.config import Config
 from dualat.records import atomic_open, sha256_file
 
 RELEASED_ENV = "DUALAT_RELEASED"
@@ -241,14 +242,15 @@ def released_config(name: str, profile: str = "paper", overrides: dict | None = 
 
 def evaluate(
     name: str, profile: str = "paper", overrides: dict | None = None, groups: Sequence[str] = GROUPS,
-    out: str | Path = "results/released", features=None, progress: bool = True,
+    out: str | Path = "results/released", features=None, progress: bool = True, cfg: Config | None = None,
 ) -> dict:  # fmt: skip
     """Evaluate the released file `name` through `groups` (records under out/<name>/<group>/);
-    returns {group: metrics}. `features`: stand-in FID network(s), one or {FID mode: one} (tests)."""
+    returns {group: metrics}. `features`: stand-in FID network(s), one or {FID mode: one} (tests);
+    `cfg`: the Config of `released_config(name, profile, overrides)` when the caller has built it."""
     from dualat import artifacts, model_io
     from dualat.evaluation import classification, counterfactuals, generation, ood_detection
 
-    e, cfg = entry(name), released_config(name, profile, overrides)
+    e, cfg = entry(name), cfg or released_config(name, profile, overrides)
     path, out = model_io.selected_model(cfg, e.method)[0], Path(out) / name
     primary = features.get(cfg.sample.fid_mode) if isinstance(features, dict) else features  # counterfactual FID
     runs = {
@@ -355,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)}
-    results = evaluate(args.name, args.profile, overrides, tuple(args.groups.split(",")))
     cfg = released_config(args.name, args.profile, overrides)
+    results = evaluate(args.name, args.profile, overrides, tuple(args.groups.split(",")), cfg=cfg)
     rows = comparison_rows(args.name, results, args.profile) + ood_rows(args.name, results, args.profile)
     print(table_text(args.name, rows, cfg))
     return 0

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dualat.paper_values import PAPER_PROFILES
+from dualat.reports.index import CARD_FILES
 from dualat.reports.uncertainty import PM_N
 from dualat.reports.vocabulary import QUANTITIES, quantity
 
@@ -42,9 +43,6 @@ def files_and_links(index: str) -> list[str]:
         if f"notebooks/{nb.name}" not in index:
             problems.append(f"index link to notebooks/{nb.name}")
     return problems + [f"index section {s}" for s in SECTIONS if index and s not in index]
-
-
-CARD_FILES = ("README.md", "robustbench.json", "SHA256SUMS", "model.safetensors")
 
 
 def model_cards(index: str) -> list[str]:

@@ -30,7 +30,8 @@ from dualat import config, model_io, protocol
 from dualat.config import DATASETS, METHODS, Config
 from dualat.records import NotComputed, atomic_open, sha256_file
 from dualat.reports.paths import public_text
-from dualat.reports.reading import REPORTS, is_number, record_path, value
+from dualat.reports.reading import REPORTS, is_number, record_full, record_path, value
+from dualat.reports.uncertainty import binomial_se
 from dualat.reports.vocabulary import DATASET_NAMES, METHOD_NAMES
 
 CANDIDATE_NOTE = (
@@ -56,8 +57,7 @@ ARCHITECTURES = {"wrn": "WideResNet-{depth}-{widen}", "resnet50": "ResNet-50"}
 
 def full_record(dataset: str, method: str, group: str) -> dict | NotComputed:
     """The whole record (metrics, config, checkpoint, extra), or why there is none."""
-    path = record_path(dataset, method, group)
-    return json.loads(path.read_text()) if path.exists() else NotComputed(f"{path} was not produced")
+    return record_full(dataset, method, group) or NotComputed(f"{record_path(dataset, method, group)} was not produced")
 
 
 def record_config(rec: dict) -> Config | NotComputed:
@@ -79,9 +79,10 @@ def pm(v: Any, std: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}"
 
 
-def binomial_se(p: float, n: int) -> float:
-    """Standard error of an accuracy p measured on n images: sqrt(p (1 - p) / n)."""
-    return math.sqrt(p * (1 - p) / n)
+def percent(p: float, n: int) -> str:
+    """An accuracy p of n images in percent, ± its binomial standard error."""
+    se = binomial_se(p, n)
+    return pm(100 * p, None if se is None else 100 * se)
 
 
 def architecture(cfg: Config) -> str:
@@ -94,7 +95,7 @@ def _accuracy_metrics(acc: dict, cfg: Config) -> tuple[list[dict], list[str]]:
     metrics, lines = [], []
     clean, n_test = value(acc, "clean_acc"), value(acc, "n_test")
     if is_number(clean) and is_number(n_test):
-        text = pm(100 * clean, 100 * binomial_se(clean, n_test))
+        text = percent(clean, n_test)
         metrics.append({"type": "accuracy", "name": f"clean accuracy (%), n={n_test}", "value": text})
         lines.append(f"clean accuracy {text} %: n={n_test} test images")
     else:
@@ -104,9 +105,10 @@ def _accuracy_metrics(acc: dict, cfg: Config) -> tuple[list[dict], list[str]]:
         threat = protocol.threat_model(cfg, n_aa)
         args = {"attack": "AutoAttack", "version": cfg.evaluate.autoattack_version, "norm": "L2",
                 "eps": cfg.evaluate.autoattack_eps, "n": n_aa}  # fmt: skip
+        text = percent(robust, n_aa)
         metrics.append({"type": "robust_accuracy", "name": f"robust accuracy (%), {threat}",
-                        "value": pm(100 * robust, 100 * binomial_se(robust, n_aa)), "args": args})  # fmt: skip
-        lines.append(f"robust accuracy {pm(100 * robust, 100 * binomial_se(robust, n_aa))} %: {threat}")
+                        "value": text, "args": args})  # fmt: skip
+        lines.append(f"robust accuracy {text} %: {threat}")
     else:
         lines.append(f"robust accuracy (L2 AutoAttack): not computed: {getattr(robust, 'reason', robust)}")
     lines.append("± of an accuracy: the binomial standard error over its n test images (one trained model).")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dualat.reports.reading import RESULTS
-from dualat.reports.uncertainty import pm_text
+from dualat.reports.uncertainty import binomial_se, pm_text
 from dualat.reports.vocabulary import METHOD_NAMES, QUANTITIES
 
 # Columns of the proxy table after the method, in order (their headers: vocabulary.QUANTITIES).
@@ -25,16 +25,12 @@ def _pm(v: Any, spread: Any = None, scale: float = 1.0) -> str:
     return f"{v * scale:.2f}" + (f" ± {spread * scale:.2f}" if isinstance(spread, (int, float)) else "")
 
 
-def _binomial_se(p: Any, n: Any) -> float | None:
-    return math.sqrt(p * (1 - p) / n) if isinstance(p, (int, float)) and isinstance(n, int) and n > 0 else None
-
-
 def _method_row(method: str, metrics: dict) -> str:
     """One row of PROXY_COLUMNS: accuracies ± their binomial s.e., FID ± the bootstrap s.d. of the
     samples, KID ×10³ ± the s.d. over subsets."""
 
     def accuracy(key: str, n: str) -> str:  # "x ± s (n = N)", as in every table
-        se = _binomial_se(metrics[key], metrics[n])
+        se = binomial_se(metrics[key], metrics[n])
         return pm_text(100 * metrics[key], 100 * se, metrics[n]) if se is not None else _pm(metrics[key], None, 100)
 
     cells = [
@@ -58,7 +54,7 @@ def _proxy_claim(methods: dict, a: str, b: str) -> str:
         if isinstance(ma[key], (int, float)) and isinstance(mb[key], (int, float)):
             s = math.hypot(ma[spread] or 0, mb[spread] or 0) * scale
             parts.append(f"{QUANTITIES[key]} {(ma[key] - mb[key]) * scale:+.2f} ± {s:.2f}")
-    se = [_binomial_se(m["autoattack_acc"], m["n_autoattack"]) for m in (ma, mb)]
+    se = [binomial_se(m["autoattack_acc"], m["n_autoattack"]) for m in (ma, mb)]
     if None not in se:
         diff = (ma["autoattack_acc"] - mb["autoattack_acc"]) * 100
         parts.append(f"AutoAttack accuracy {diff:+.2f} ± {math.hypot(*se) * 100:.2f} points")
