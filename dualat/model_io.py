@@ -31,9 +31,12 @@ def selected_model(cfg: Config, method: str) -> tuple[Path, str]:
     the file of `evaluate.checkpoints.<method>` when set (a released or one's own checkpoint,
     evaluated instead of the trained model), else `trained_model`."""
     external = getattr(cfg.evaluate.checkpoints, _checked(method))
-    if external:
-        path = resolve_external(external)
-        return Path(path), f"external checkpoint {external} (evaluate.checkpoints.{method})"
+    if external:  # "released:<name>" is resolved (hash-checked, downloaded where possible) by `released`
+        from dualat import released  # lazy: released imports the evaluation code
+
+        return Path(
+            released.resolve_checkpoint(external)
+        ), f"external checkpoint {external} (evaluate.checkpoints.{method})"
     return trained_model(cfg, method)
 
 
@@ -42,14 +45,6 @@ def _checked(method: str) -> str:
     if method not in METHOD_STAGE:
         raise ConfigError(f"method must be one of {', '.join(METHOD_STAGE)}, got {method!r}")
     return method
-
-
-def resolve_external(value: str) -> str:
-    """The file of an `evaluate.checkpoints.<method>` value: "released:<name>" is resolved (and
-    hash-checked, downloaded where possible) by `released.resolve`; a path is returned as it is."""
-    from dualat import released  # lazy: released imports the evaluation code
-
-    return released.resolve_checkpoint(value)
 
 
 def trained_model(cfg: Config, method: str) -> tuple[Path, str]:
@@ -106,9 +101,8 @@ def check_file(cfg: Config, path: str | Path, source: str) -> None:
 
 def check_external(cfg: Config, method: str) -> None:
     """`check_file` on the file of `evaluate.checkpoints.<method>`, when one is set."""
-    external = getattr(cfg.evaluate.checkpoints, _checked(method))
-    if external:
-        check_file(cfg, external, f"evaluate.checkpoints.{method}")
+    if getattr(cfg.evaluate.checkpoints, _checked(method)):  # "released:<name>" as its file
+        check_file(cfg, selected_model(cfg, method)[0], f"evaluate.checkpoints.{method}")
 
 
 def wanted(cfg: Config) -> str:
@@ -180,16 +174,16 @@ def selected_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def normalisation_text(cfg: Config) -> str:
     """How inputs are normalised by `cfg`'s model: the constants live in `forward`, not in the weights."""
-    norm = new_model_spec(cfg).normalize
+    norm = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor).normalize
     mean, std = (tuple(float(v) for v in t.flatten()) for t in (norm.mean, norm.std))
     return (
         f"inputs in [0, 1], NCHW; forward applies (x - mean) / std with mean {mean}, std {std}; not in the state dict"
     )
 
 
-def new_model_spec(cfg: Config) -> nn.Module:
-    """`cfg`'s model on the CPU (for its layout and constants; no device transfer)."""
-    return build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.depth, cfg.model.widen_factor)
+def _arch_tag(cfg: Config) -> str:
+    """The architecture as safetensors metadata names it, e.g. "wrn-34-10"."""
+    return f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}"
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, cfg: Config) -> Path:
@@ -198,7 +192,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, cfg:
     from safetensors.torch import save  # lazy: only the report stage exports
 
     metadata = {
-        "architecture": f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}",
+        "architecture": _arch_tag(cfg),
         "num_classes": str(cfg.data.num_classes),
         "dataset": cfg.data.dataset,
         "normalisation": normalisation_text(cfg),
@@ -220,10 +214,8 @@ def load_safetensors(cfg: Config, path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"safetensors file {path} not found")
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    ours = f"{cfg.model.arch}-{cfg.model.depth}-{cfg.model.widen_factor}"
-    if meta.get("architecture", ours) != ours or meta.get("num_classes", str(cfg.data.num_classes)) != str(
-        cfg.data.num_classes
-    ):
+    ours, k = _arch_tag(cfg), str(cfg.data.num_classes)
+    if (meta.get("architecture", ours), meta.get("num_classes", k)) != (ours, k):
         raise ValueError(
             f"{path} holds a {meta['architecture']} model with {meta['num_classes']} classes; "
             f"params.yaml ({cfg.profile}.{cfg.data.dataset}) wants {ours} with {cfg.data.num_classes} classes"
